@@ -1,0 +1,92 @@
+// Leveled logger: one line per event, `time LEVEL message key=value…`, to stderr
+// (or JSON lines with the json format). Callers pass fields, never secrets.
+
+export type Level = "debug" | "info" | "warn" | "error";
+export type LogFormat = "text" | "json";
+export type Fields = Record<string, unknown>;
+
+export const LEVELS: readonly Level[] = ["debug", "info", "warn", "error"];
+const RANK: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/** Where finished lines go; tests swap it to capture output. */
+export type Sink = (line: string, level: Level) => void;
+
+const encoder = new TextEncoder();
+const stderrSink: Sink = (line) => {
+  try {
+    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  } catch {
+    // stderr closed: nothing sensible left to do with a log line.
+  }
+};
+
+let threshold = RANK.info;
+let format: LogFormat = "text";
+let sink: Sink = stderrSink;
+
+/** Is `s` one of the level names? */
+export function isLevel(s: string): s is Level {
+  return (LEVELS as readonly string[]).includes(s);
+}
+
+/** Sets the lowest level that is written. */
+export function setLevel(level: Level): void {
+  threshold = RANK[level];
+}
+
+/** Chooses `text` (default) or `json` lines. */
+export function setFormat(f: LogFormat): void {
+  format = f;
+}
+
+/** Replaces the output; returns the previous sink so tests can restore it. */
+export function setSink(s: Sink): Sink {
+  const previous = sink;
+  sink = s;
+  return previous;
+}
+
+/** True when a line at `level` would be written (guards costly debug fields). */
+export function enabled(level: Level): boolean {
+  return RANK[level] >= threshold;
+}
+
+function renderValue(v: unknown): string {
+  if (v instanceof Error) v = v.message;
+  if (typeof v === "string") return /^[^\s"=]+$/.test(v) ? v : JSON.stringify(v);
+  if (v === undefined) return "-";
+  if (typeof v === "object" && v !== null) return JSON.stringify(v);
+  return String(v);
+}
+
+function write(level: Level, msg: string, fields?: Fields): void {
+  if (RANK[level] < threshold) return;
+  const time = new Date().toISOString();
+  let line: string;
+  if (format === "json") {
+    const rec: Fields = { time, level, msg };
+    for (const [k, v] of Object.entries(fields ?? {})) {
+      rec[k] = v instanceof Error ? v.message : v;
+    }
+    line = JSON.stringify(rec);
+  } else {
+    line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
+    for (const [k, v] of Object.entries(fields ?? {})) line += ` ${k}=${renderValue(v)}`;
+  }
+  sink(line, level);
+}
+
+/**
+ * The logger.
+ *
+ * @example
+ * ```ts
+ * log.info("job done", { job_id: "…", ms: 812, tokens: 23 });
+ * ```
+ */
+export const log = {
+  debug: (msg: string, fields?: Fields) => write("debug", msg, fields),
+  info: (msg: string, fields?: Fields) => write("info", msg, fields),
+  warn: (msg: string, fields?: Fields) => write("warn", msg, fields),
+  error: (msg: string, fields?: Fields) => write("error", msg, fields),
+};
