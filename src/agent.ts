@@ -1,0 +1,212 @@
+// The running agent: wires config, identity, discovery, executor, stats and the coordinator
+// session, owns the background loops (session, rediscovery every 60 s), and implements
+// graceful drain and config reload. Started by the `run` command.
+
+import type { Config } from "./config.ts";
+import { adsKey, Discovery, type DiscoveryOptions } from "./discovery.ts";
+import { Executor } from "./executor.ts";
+import { type Identity, saveProviderId } from "./identity.ts";
+import { log } from "./log.ts";
+import * as wire from "./protocol.ts";
+import { Session, type SessionOptions, sleep } from "./session.ts";
+import { Stats } from "./stats.ts";
+import { AGENT_NAME, AGENT_VERSION } from "./version.ts";
+
+export interface AgentOptions {
+  config: Config;
+  identity: Identity;
+  /** CA certificates (PEM) for a wss coordinator with a private CA. */
+  caCerts?: string[];
+  /** Overrides for tests: discovery's env/fetch, the session's dialer, backoff and timers. */
+  discovery?: DiscoveryOptions;
+  session?: Partial<
+    Pick<SessionOptions, "connect" | "backoff" | "heartbeatMs" | "pingMs" | "deadLinkMs" | "handshakeTimeoutMs">
+  >;
+  rediscoverMs?: number;
+}
+
+/**
+ * One agent process's worth of state and loops.
+ *
+ * @example
+ * ```ts
+ * const agent = new Agent({ config, identity });
+ * const running = agent.run();
+ * Deno.addSignalListener("SIGTERM", () => agent.shutdown());
+ * await running;
+ * ```
+ */
+export class Agent {
+  readonly stats = new Stats();
+  readonly discovery: Discovery;
+  readonly executor: Executor;
+  readonly session: Session;
+  readonly startedAt = Date.now();
+  #config: Config;
+  #identity: Identity;
+  #rediscoverMs: number;
+  #lastAds = "";
+  #stopLoops = new AbortController();
+  #shutdown: Promise<void> | undefined;
+  readonly paused = new Set<string>();
+  #pausedAll = false;
+
+  constructor(opts: AgentOptions) {
+    this.#config = opts.config;
+    this.#identity = opts.identity;
+    this.#rediscoverMs = opts.rediscoverMs ?? 60_000;
+    this.discovery = new Discovery(() => this.#config, opts.discovery);
+    this.executor = new Executor({
+      maxConcurrent: () => this.#config.limits.maxConcurrent,
+      routes: () => this.discovery.current,
+      onBackendUnreachable: (index, reason) => {
+        this.discovery.markDown(index, reason);
+        this.#advertiseIfChanged();
+      },
+      onFinished: (job) => this.stats.record(job),
+      paused: (model) => this.#pausedAll || this.paused.has(model),
+    });
+    this.session = new Session({
+      url: new URL(opts.config.coordinator.url),
+      ...(opts.caCerts ? { caCerts: opts.caCerts } : {}),
+      identity: () => this.#identity,
+      saveProviderId: async (id) => {
+        this.#identity = await saveProviderId(this.#identity, id);
+      },
+      enrollmentCode: opts.config.coordinator.enrollmentCode,
+      executor: this.executor,
+      capabilities: async () => {
+        await this.discovery.refresh({ maxAgeMs: 5_000 });
+        return this.#capabilitiesFrame();
+      },
+      heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
+      ...opts.session,
+    });
+  }
+
+  /** The configuration in use (replaced by a reload). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The identity in use (replaced when a provider_id is saved). */
+  get identity(): Identity {
+    return this.#identity;
+  }
+
+  /** Runs until {@link shutdown} has finished. */
+  async run(): Promise<void> {
+    // Discovery starts alongside the first dial; auth_ok reuses it when it is fresh.
+    const first = this.discovery.refresh().catch((err) => {
+      log.error("discovery failed", { error: err });
+    });
+    await Promise.all([first, this.session.run(), this.#rediscoverLoop()]);
+  }
+
+  /** The capabilities frame for the current discovery, pause and drain state. */
+  #capabilitiesFrame(): string {
+    const models = this.executor.draining
+      ? []
+      : this.discovery.current.models.filter((m) => !this.#pausedAll && !this.paused.has(m.modelId));
+    this.#lastAds = adsKey(models);
+    return wire.capabilities(
+      models,
+      {
+        maxConcurrentTotal: this.#config.limits.maxConcurrent,
+        maxTokensPerMinute: this.#config.limits.maxTokensPerMinute,
+      },
+      { agentVersion: AGENT_VERSION, agent: AGENT_NAME },
+    );
+  }
+
+  /** Sends a fresh capabilities frame when what it would advertise changed. */
+  #advertiseIfChanged(force = false): void {
+    const before = this.#lastAds;
+    const frame = this.#capabilitiesFrame();
+    if (!force && this.#lastAds === before) return;
+    if (this.session.send(frame)) {
+      log.info("capabilities sent", { models: this.discovery.current.models.length });
+    }
+  }
+
+  async #rediscoverLoop(): Promise<void> {
+    const stop = this.#stopLoops.signal;
+    while (!stop.aborted) {
+      await sleep(this.#rediscoverMs, stop);
+      if (stop.aborted) break;
+      try {
+        await this.discovery.refresh();
+        this.#advertiseIfChanged();
+      } catch (err) {
+        log.error("rediscovery failed", { error: err });
+      }
+    }
+  }
+
+  /** Takes models out of service (all when `model` is undefined) without disconnecting. */
+  pause(model?: string): void {
+    if (model === undefined) this.#pausedAll = true;
+    else this.paused.add(model);
+    log.info("paused", { model: model ?? "all" });
+    this.#advertiseIfChanged(true);
+  }
+
+  /** Puts paused models back in service. */
+  resume(model?: string): void {
+    if (model === undefined) {
+      this.#pausedAll = false;
+      this.paused.clear();
+    } else this.paused.delete(model);
+    log.info("resumed", { model: model ?? "all" });
+    this.#advertiseIfChanged(true);
+  }
+
+  /**
+   * Applies a new, already validated config without dropping the connection or jobs:
+   * prices, limits, backends and allow-lists; then rediscovers and advertises afresh.
+   */
+  async reload(next: Config): Promise<void> {
+    const prev = this.#config;
+    if (next.coordinator.url !== prev.coordinator.url) {
+      log.warn("coordinator.url changed: takes effect after a restart", {});
+      next = { ...next, coordinator: prev.coordinator };
+    }
+    if (next.identity.keyPath !== prev.identity.keyPath) {
+      log.warn("identity.key_path changed: takes effect after a restart", {});
+      next = { ...next, identity: prev.identity };
+    }
+    this.#config = next;
+    await this.discovery.refresh();
+    this.#advertiseIfChanged(true);
+    log.info("config reloaded", { path: next.path, backends: next.backends.length });
+  }
+
+  /**
+   * Graceful shutdown: stop taking work (empty capabilities, new jobs out_of_capacity), let
+   * jobs finish for up to `limits.drain_timeout_s`, abort the rest with `internal`
+   * "agent shutting down", close with 1001. Idempotent.
+   */
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drain();
+    return this.#shutdown;
+  }
+
+  async #drain(): Promise<void> {
+    const timeoutMs = this.#config.limits.drainTimeoutS * 1000;
+    this.executor.draining = true;
+    this.session.markDraining();
+    this.#advertiseIfChanged(true);
+    log.info("draining", { jobs: this.executor.inFlight, timeoutS: this.#config.limits.drainTimeoutS });
+    const timeUp = new AbortController();
+    await Promise.race([this.executor.idle(), sleep(timeoutMs, timeUp.signal)]);
+    timeUp.abort();
+    if (this.executor.inFlight > 0) {
+      log.warn("drain timeout: aborting jobs still in flight", { jobs: this.executor.inFlight });
+      this.executor.abortAll("shutdown");
+      await this.executor.idle();
+    }
+    this.#stopLoops.abort();
+    await this.session.stop(1001, "agent shutting down");
+    log.info("stopped", {});
+  }
+}

@@ -1,0 +1,412 @@
+// Jobs (PROTOCOL §4–5): admission (slots before model lookup), routing by model and format,
+// deadline and cancel through one AbortController per job, the relay of backend bytes with
+// backpressure, and exactly one terminal frame per job (none after a cancel or a lost link).
+
+import { type BodyStream, openCompletion } from "./backends/client.ts";
+import type { DiscoveryResult, Route, ServedModel } from "./discovery.ts";
+import { BackendError, type ErrorCode } from "./errors.ts";
+import { log } from "./log.ts";
+import * as wire from "./protocol.ts";
+import { UsageMeter } from "./usage.ts";
+
+/** The outbound side of one coordinator connection, as jobs use it (a WsClient). */
+export interface Link {
+  readonly open: boolean;
+  readonly bufferedAmount: number;
+  readonly queuedTotal: number;
+  readonly flushedTotal: number;
+  send(text: string): boolean;
+  waitFlushed(pos: number): Promise<void>;
+}
+
+/** How a job ended: `job_done`, an error code, or without a terminal frame. */
+export type Outcome = "job_done" | ErrorCode | "cancelled" | "disconnected";
+
+/** A job in flight, as the status server shows it (read-only snapshot fields). */
+export interface ActiveJob {
+  readonly jobId: string;
+  readonly model: string;
+  readonly backend: string;
+  readonly format: wire.WireFormat;
+  readonly receivedAt: number;
+  readonly bytes: number;
+  readonly outputTokens: number;
+  readonly firstChunkMs: number | undefined;
+}
+
+/** A job that ended (or was refused), handed to the stats, status and ledger. */
+export interface FinishedJob {
+  jobId: string;
+  model: string;
+  backend: string | undefined;
+  format: wire.WireFormat;
+  outcome: Outcome;
+  message: string | undefined;
+  inputTokens: number;
+  outputTokens: number;
+  /** True when output tokens came from the stream's usage record, false when estimated. */
+  usageReported: boolean;
+  firstChunkMs: number | undefined;
+  durationMs: number;
+  bytes: number;
+  receivedAt: number;
+  finishedAt: number;
+  /** Whether a slot was held (false for refusals at admission). */
+  admitted: boolean;
+}
+
+export interface ExecutorOptions {
+  /** `limits.max_concurrent`, read live so a reload applies. */
+  maxConcurrent: () => number;
+  /** The latest discovery (routes and per-model limits). */
+  routes: () => DiscoveryResult;
+  /** Called when a job found its backend unreachable. */
+  onBackendUnreachable?: (backendIndex: number, reason: string) => void;
+  /** Called once per job that got a terminal frame or ended without one. */
+  onFinished?: (job: FinishedJob) => void;
+  /** Outbound backlog (bytes) above which relays stop reading backends. Default 8 MiB. */
+  highWater?: number;
+  /** Backlog below which they resume. Default 2 MiB. */
+  lowWater?: number;
+  /** Models taken out of service by the operator (pause): answered out_of_capacity. */
+  paused?: (model: string) => boolean;
+}
+
+type StopKind = "cancelled" | "deadline" | "disconnected" | "shutdown";
+
+/** Why a job's AbortController fired. */
+class Stop {
+  constructor(readonly kind: StopKind) {}
+}
+
+const MIN_JOB_SHARE = 256 * 1024;
+
+class RunningJob implements ActiveJob {
+  readonly controller = new AbortController();
+  readonly head: string;
+  bytes = 0;
+  firstChunkMs: number | undefined;
+  meter: UsageMeter;
+  /** Bytes this job queued that may not be flushed yet, and where its last frame ended. */
+  queued = 0;
+  lastEnd = 0;
+  backendIndex = -1;
+  backend = "";
+  readonly started = performance.now();
+
+  constructor(
+    readonly jobId: string,
+    readonly model: string,
+    readonly format: wire.WireFormat,
+    readonly receivedAt: number,
+    readonly link: Link,
+  ) {
+    this.head = wire.jobChunkHead(jobId);
+    this.meter = new UsageMeter(format);
+  }
+
+  get outputTokens(): number {
+    return this.meter.outputSoFar;
+  }
+}
+
+/**
+ * Owns the jobs in flight. The session hands it parsed frames; everything a job does, from
+ * admission to its terminal frame, happens here, and its slot is freed in one `finally`.
+ *
+ * @example
+ * ```ts
+ * const ex = new Executor({ maxConcurrent: () => 8, routes: () => discovery.current });
+ * ex.submit(jobFrame, ws);
+ * ```
+ */
+export class Executor {
+  #opts: ExecutorOptions;
+  #jobs = new Map<string, RunningJob>();
+  #perModel = new Map<string, number>();
+  #perBackend = new Map<number, number>();
+  #draining = false;
+  #idle: (() => void)[] = [];
+  #high: number;
+  #low: number;
+
+  constructor(opts: ExecutorOptions) {
+    this.#opts = opts;
+    this.#high = opts.highWater ?? 8 * 1024 * 1024;
+    this.#low = opts.lowWater ?? 2 * 1024 * 1024;
+  }
+
+  /** Jobs in flight. */
+  get inFlight(): number {
+    return this.#jobs.size;
+  }
+
+  /** Snapshot of the jobs in flight. */
+  active(): ActiveJob[] {
+    return [...this.#jobs.values()];
+  }
+
+  /** Jobs in flight for one model. */
+  inFlightFor(model: string): number {
+    return this.#perModel.get(model) ?? 0;
+  }
+
+  /** Stops taking work: every new job is answered out_of_capacity (graceful drain). */
+  set draining(on: boolean) {
+    this.#draining = on;
+  }
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Resolves when no job is in flight. */
+  idle(): Promise<void> {
+    if (this.#jobs.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  /** Cancels a job (job_cancel): its backend request closes, no terminal frame is sent. */
+  cancel(jobId: string): boolean {
+    const job = this.#jobs.get(jobId);
+    if (!job) return false;
+    job.controller.abort(new Stop("cancelled"));
+    return true;
+  }
+
+  /**
+   * Aborts every job in flight: `disconnected` sends nothing (the link is gone);
+   * `shutdown` ends each with job_error internal "agent shutting down".
+   */
+  abortAll(kind: "disconnected" | "shutdown", link?: Link): void {
+    for (const job of this.#jobs.values()) {
+      if (link === undefined || job.link === link) job.controller.abort(new Stop(kind));
+    }
+  }
+
+  /** Answers a job frame that was malformed but carried a valid job id. */
+  rejectMalformed(jobId: string, reason: string, link: Link): void {
+    if (this.#jobs.has(jobId)) return;
+    link.send(wire.jobError(jobId, "internal", `malformed job: ${reason}`, 0));
+  }
+
+  /** Admits or refuses a job; an admitted job then runs on its own until its terminal frame. */
+  submit(job: wire.Job, link: Link): void {
+    const receivedAt = Date.now();
+    if (this.#jobs.has(job.jobId)) {
+      log.warn("job already in flight, duplicate ignored", { job: job.jobId });
+      return;
+    }
+    const refuse = (code: ErrorCode, message: string, served?: ServedModel) => {
+      link.send(wire.jobError(job.jobId, code, message, 0));
+      log.info("job refused", { job: job.jobId, model: job.modelId, code, message });
+      this.#opts.onFinished?.({
+        jobId: job.jobId,
+        model: job.modelId,
+        backend: served?.backend,
+        format: job.format,
+        outcome: code,
+        message,
+        inputTokens: 0,
+        outputTokens: 0,
+        usageReported: false,
+        firstChunkMs: undefined,
+        durationMs: 0,
+        bytes: 0,
+        receivedAt,
+        finishedAt: receivedAt,
+        admitted: false,
+      });
+    };
+    if (this.#draining) return refuse("out_of_capacity", "agent is shutting down");
+    const max = this.#opts.maxConcurrent();
+    if (this.#jobs.size >= max) {
+      return refuse("out_of_capacity", `all ${max} slots are busy`);
+    }
+    const served = this.#opts.routes().byId.get(job.modelId);
+    if (!served) {
+      return refuse("model_not_loaded", `no healthy backend serves ${job.modelId}`);
+    }
+    if (this.#opts.paused?.(job.modelId)) {
+      return refuse("out_of_capacity", `${job.modelId} is paused by the operator`, served);
+    }
+    if (this.inFlightFor(job.modelId) >= served.maxConcurrent) {
+      return refuse(
+        "out_of_capacity",
+        `all ${served.maxConcurrent} slots of ${job.modelId} are busy`,
+        served,
+      );
+    }
+    const route = this.#pickRoute(served, job.format);
+    if (!route) {
+      return refuse(
+        "model_not_loaded",
+        `no backend serving ${job.modelId} accepts the ${job.format} format`,
+        served,
+      );
+    }
+    const running = new RunningJob(job.jobId, job.modelId, job.format, receivedAt, link);
+    running.backendIndex = route.backendIndex;
+    running.backend = route.target.spec.kind;
+    this.#jobs.set(job.jobId, running);
+    bump(this.#perModel, job.modelId, 1);
+    bump(this.#perBackend, route.backendIndex, 1);
+    log.debug("job accepted", { job: job.jobId, model: job.modelId, backend: running.backend });
+    void this.#run(running, job, route);
+  }
+
+  /** The best-priority route that speaks the format, least busy first among equals. */
+  #pickRoute(served: ServedModel, format: wire.WireFormat): Route | undefined {
+    let best: Route | undefined;
+    for (const r of served.routes) {
+      if (!r.formats.includes(format)) continue;
+      if (!best) {
+        best = r;
+        continue;
+      }
+      if (r.target.spec.priority > best.target.spec.priority) break;
+      const load = (i: number) => this.#perBackend.get(i) ?? 0;
+      if (load(r.backendIndex) < load(best.backendIndex)) best = r;
+    }
+    return best;
+  }
+
+  async #run(job: RunningJob, frame: wire.Job, route: Route): Promise<void> {
+    const { controller, link } = job;
+    const signal = controller.signal;
+    const timer = setTimeout(() => controller.abort(new Stop("deadline")), frame.deadlineMs);
+    const stopped = new Promise<never>((_, reject) => {
+      signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+    });
+    stopped.catch(() => {});
+    let body: BodyStream | undefined;
+    let terminal: string | undefined;
+    let outcome: Outcome = "job_done";
+    let message: string | undefined;
+    let usage = { input: 0, output: 0, reported: false };
+    try {
+      const opening = openCompletion(
+        route.target,
+        frame.modelId,
+        frame.request,
+        frame.format,
+        signal,
+      );
+      // A body that arrives after the job stopped is closed, never leaked.
+      opening.then((b) => signal.aborted && b.close(), () => {});
+      body = await Promise.race([opening, stopped]);
+      for (;;) {
+        // The body rejects with the signal's reason when the job stops.
+        const piece = await body.read();
+        if (piece === null) break;
+        if (piece.length === 0) continue;
+        this.#relay(job, piece);
+        if (link.bufferedAmount > this.#high) {
+          await Promise.race([link.waitFlushed(link.queuedTotal - this.#low), stopped]);
+        } else if (job.queued > Math.max(MIN_JOB_SHARE, this.#high / this.#jobs.size)) {
+          await Promise.race([link.waitFlushed(job.lastEnd), stopped]);
+        }
+      }
+      const u = job.meter.finish();
+      usage = u;
+      if (u.error !== undefined) {
+        outcome = "internal";
+        message = `backend error in stream: ${u.error}`;
+      } else if (!u.completed) {
+        outcome = "internal";
+        message = frame.format === "anthropic"
+          ? "stream ended without message_stop"
+          : "stream ended without [DONE] or a finish_reason";
+      }
+    } catch (err) {
+      const stop = signal.aborted ? signal.reason : undefined;
+      usage = { input: 0, output: job.meter.outputSoFar, reported: false };
+      if (stop instanceof Stop) {
+        switch (stop.kind) {
+          case "cancelled":
+          case "disconnected":
+            outcome = stop.kind;
+            break;
+          case "deadline":
+            outcome = "backend_timeout";
+            message = `deadline of ${frame.deadlineMs} ms passed before the stream ended`;
+            break;
+          case "shutdown":
+            outcome = "internal";
+            message = "agent shutting down";
+        }
+      } else if (err instanceof BackendError) {
+        outcome = err.code;
+        message = err.message;
+        if (err.code === "backend_unreachable") {
+          this.#opts.onBackendUnreachable?.(job.backendIndex, err.message);
+        }
+      } else {
+        outcome = "internal";
+        message = (err as Error)?.message ?? String(err);
+        log.error("job failed unexpectedly", { job: job.jobId, error: err });
+      }
+    } finally {
+      clearTimeout(timer);
+      body?.close();
+      if (!signal.aborted) controller.abort(new Stop("cancelled")); // releases `stopped`
+      this.#jobs.delete(job.jobId);
+      bump(this.#perModel, job.model, -1);
+      bump(this.#perBackend, job.backendIndex, -1);
+      const durationMs = Math.round(performance.now() - job.started);
+      if (outcome === "job_done") {
+        terminal = wire.jobDone(job.jobId, usage, durationMs);
+      } else if (outcome !== "cancelled" && outcome !== "disconnected") {
+        terminal = wire.jobError(job.jobId, outcome, message ?? outcome, usage.output);
+      }
+      if (terminal !== undefined && link.open) link.send(terminal);
+      const fields = {
+        job: job.jobId,
+        model: job.model,
+        backend: job.backend,
+        outcome,
+        ms: durationMs,
+        in: usage.input,
+        out: usage.output,
+      };
+      if (outcome === "job_done") log.info("job done", fields);
+      else log.info("job ended", message ? { ...fields, message } : fields);
+      this.#opts.onFinished?.({
+        jobId: job.jobId,
+        model: job.model,
+        backend: job.backend,
+        format: job.format,
+        outcome,
+        message,
+        inputTokens: usage.input,
+        outputTokens: usage.output,
+        usageReported: usage.reported,
+        firstChunkMs: job.firstChunkMs,
+        durationMs,
+        bytes: job.bytes,
+        receivedAt: job.receivedAt,
+        finishedAt: Date.now(),
+        admitted: true,
+      });
+      if (this.#jobs.size === 0) this.#idle.splice(0).forEach((r) => r());
+    }
+  }
+
+  /** The hot path: account, frame, queue. Nothing here allocates beyond the frame text. */
+  #relay(job: RunningJob, piece: Uint8Array): void {
+    const link = job.link;
+    job.meter.feed(piece);
+    const before = link.queuedTotal;
+    link.send(job.head + piece.toBase64() + wire.CHUNK_TAIL);
+    if (job.firstChunkMs === undefined) job.firstChunkMs = Math.round(performance.now() - job.started);
+    job.bytes += piece.length;
+    if (link.flushedTotal >= job.lastEnd) job.queued = 0;
+    job.queued += link.queuedTotal - before;
+    job.lastEnd = link.queuedTotal;
+  }
+}
+
+function bump<K>(m: Map<K, number>, k: K, d: number): void {
+  const n = (m.get(k) ?? 0) + d;
+  if (n <= 0) m.delete(k);
+  else m.set(k, n);
+}
