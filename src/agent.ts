@@ -20,7 +20,10 @@ export interface AgentOptions {
   /** Overrides for tests: discovery's env/fetch, the session's dialer, backoff and timers. */
   discovery?: DiscoveryOptions;
   session?: Partial<
-    Pick<SessionOptions, "connect" | "backoff" | "heartbeatMs" | "pingMs" | "deadLinkMs" | "handshakeTimeoutMs">
+    Pick<
+      SessionOptions,
+      "connect" | "backoff" | "heartbeatMs" | "pingMs" | "deadLinkMs" | "handshakeTimeoutMs"
+    >
   >;
   rediscoverMs?: number;
 }
@@ -107,7 +110,9 @@ export class Agent {
   #capabilitiesFrame(): string {
     const models = this.executor.draining
       ? []
-      : this.discovery.current.models.filter((m) => !this.#pausedAll && !this.paused.has(m.modelId));
+      : this.discovery.current.models.filter((m) =>
+        !this.#pausedAll && !this.paused.has(m.modelId)
+      );
     this.#lastAds = adsKey(models);
     return wire.capabilities(
       models,
@@ -196,7 +201,10 @@ export class Agent {
     this.executor.draining = true;
     this.session.markDraining();
     this.#advertiseIfChanged(true);
-    log.info("draining", { jobs: this.executor.inFlight, timeoutS: this.#config.limits.drainTimeoutS });
+    log.info("draining", {
+      jobs: this.executor.inFlight,
+      timeoutS: this.#config.limits.drainTimeoutS,
+    });
     const timeUp = new AbortController();
     await Promise.race([this.executor.idle(), sleep(timeoutMs, timeUp.signal)]);
     timeUp.abort();

@@ -2,7 +2,7 @@
 // kind priority. Owns the route table the executor reads and the capabilities it advertises.
 
 import type { BackendConfig, Config } from "./config.ts";
-import { KINDS, formatsOf, type KindSpec } from "./backends/kinds.ts";
+import { formatsOf, KINDS, type KindSpec } from "./backends/kinds.ts";
 import type { FetchJson, ListedModel } from "./backends/probe.ts";
 import type { Target } from "./backends/client.ts";
 import { log } from "./log.ts";
@@ -255,7 +255,10 @@ function warnUnderpriced(b: BackendConfig, listed: ListedModel[], config: Config
 }
 
 /** The resolved price of a model: its own entry, else the defaults (PROTOCOL §2). */
-export function priceOf(config: Config, modelId: string): { inputPer1m: number; outputPer1m: number } {
+export function priceOf(
+  config: Config,
+  modelId: string,
+): { inputPer1m: number; outputPer1m: number } {
   const own = Object.hasOwn(config.pricing.models, modelId)
     ? config.pricing.models[modelId]
     : undefined;
@@ -317,6 +320,16 @@ function assemble(
 /** A stable key of what capabilities advertises, to tell whether it changed. */
 export function adsKey(models: readonly ModelAd[]): string {
   return JSON.stringify(
-    models.map((m) => [m.modelId, m.inputPer1m, m.outputPer1m, m.maxConcurrent, m.backend, m.contextWindow, m.formats]),
+    models.map((
+      m,
+    ) => [
+      m.modelId,
+      m.inputPer1m,
+      m.outputPer1m,
+      m.maxConcurrent,
+      m.backend,
+      m.contextWindow,
+      m.formats,
+    ]),
   );
 }

@@ -397,7 +397,9 @@ export class Executor {
     job.meter.feed(piece);
     const before = link.queuedTotal;
     link.send(job.head + piece.toBase64() + wire.CHUNK_TAIL);
-    if (job.firstChunkMs === undefined) job.firstChunkMs = Math.round(performance.now() - job.started);
+    if (job.firstChunkMs === undefined) {
+      job.firstChunkMs = Math.round(performance.now() - job.started);
+    }
     job.bytes += piece.length;
     if (link.flushedTotal >= job.lastEnd) job.queued = 0;
     job.queued += link.queuedTotal - before;

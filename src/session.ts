@@ -127,10 +127,13 @@ export class Session {
       else {
         this.#backoff.failure();
         if (this.#backoff.failures === UNREACHABLE_AFTER) {
-          log.error("coordinator unreachable: 10 attempts in a row failed before auth; still retrying", {
-            url: this.#o.url.href,
-            error: this.#status.lastError,
-          });
+          log.error(
+            "coordinator unreachable: 10 attempts in a row failed before auth; still retrying",
+            {
+              url: this.#o.url.href,
+              error: this.#status.lastError,
+            },
+          );
         }
       }
       const delay = this.#backoff.delay();
@@ -177,7 +180,7 @@ export class Session {
       clearTimeout(dialTimer);
     }
     this.#ws = ws;
-    const timers: number[] = [];
+    const timers: ReturnType<typeof setInterval>[] = [];
     try {
       await this.#handshake(ws, timeoutMs);
       this.#authenticated = true;
@@ -268,7 +271,7 @@ export class Session {
   }
 
   /** Pings the coordinator and drops a link that shows no sign of life (dead-link detection). */
-  #watchLink(ws: WsClient): number {
+  #watchLink(ws: WsClient): ReturnType<typeof setInterval> {
     const pingMs = this.#o.pingMs ?? 10_000;
     const deadMs = this.#o.deadLinkMs ?? 40_000;
     let flushed = ws.flushedTotal;
@@ -310,8 +313,10 @@ export class Session {
 
 /** Waits for the next frame during the handshake; anything else is a pre-auth failure. */
 async function nextFrame(ws: WsClient, timeoutMs: number, want: string): Promise<wire.Inbound> {
-  let timer: number | undefined;
-  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((
+    r,
+  ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
   try {
     const ev = await Promise.race([ws.next(), timeout]);
     if (ev === "timeout") throw new PreAuthError(`no ${want} within ${timeoutMs} ms`);

@@ -47,7 +47,15 @@ export class Stats {
   #recent: FinishedJob[] = [];
   #lastError: { at: number; code: ErrorCode } | undefined;
   readonly byModel = new Map<string, ModelCounters>();
-  readonly totals = { jobs: 0, done: 0, errors: 0, cancelled: 0, refused: 0, inputTokens: 0, outputTokens: 0 };
+  readonly totals = {
+    jobs: 0,
+    done: 0,
+    errors: 0,
+    cancelled: 0,
+    refused: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+  };
 
   constructor(now: () => number = Date.now) {
     this.#now = now;

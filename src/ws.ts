@@ -285,7 +285,10 @@ export class WsClient {
       payload.set(r, 2);
       this.#frameBytes(OP_CLOSE, payload);
       this.#closeSent = true;
-      const timer = setTimeout(() => this.#finish({ code, reason, closeFrame: false }), CLOSE_WAIT_MS);
+      const timer = setTimeout(
+        () => this.#finish({ code, reason, closeFrame: false }),
+        CLOSE_WAIT_MS,
+      );
       await this.closed;
       clearTimeout(timer);
     }
@@ -367,7 +370,11 @@ export class WsClient {
       out[start + 3] = len & 0xff;
     } else {
       out[start + 1] = 0x80 | 127;
-      out[start + 2] = out[start + 3] = out[start + 4] = out[start + 5] = 0;
+      out[start + 2] =
+        out[start + 3] =
+        out[start + 4] =
+        out[start + 5] =
+          0;
       out[start + 6] = (len >>> 24) & 0xff;
       out[start + 7] = (len >>> 16) & 0xff;
       out[start + 8] = (len >>> 8) & 0xff;
@@ -414,7 +421,7 @@ export class WsClient {
     if (this.#waiters.length === 0) return;
     const flushed = this.flushedTotal;
     const still: FlushWaiter[] = [];
-    for (const w of this.#waiters) (w.pos <= flushed ? w.resolve() : still.push(w));
+    for (const w of this.#waiters) w.pos <= flushed ? w.resolve() : still.push(w);
     this.#waiters = still;
   }
 

@@ -36,7 +36,7 @@ export function forwardedBody(
   request: Record<string, unknown>,
   model: string,
   format: WireFormat,
-): Uint8Array {
+): Uint8Array<ArrayBuffer> {
   const body: Record<string, unknown> = { ...request, model, stream: true };
   if (format === "openai") {
     const so = request["stream_options"];
@@ -102,7 +102,10 @@ export async function openCompletion(
     );
   }
   if (target.spec.remote && !target.apiKey) {
-    throw new BackendError("auth_rejected_by_backend", `${target.spec.kind}: API key env var is empty`);
+    throw new BackendError(
+      "auth_rejected_by_backend",
+      `${target.spec.kind}: API key env var is empty`,
+    );
   }
   const url = new URL(target.base + path);
   const body = forwardedBody(request, model, format);

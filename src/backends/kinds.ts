@@ -75,7 +75,9 @@ async function probeVenice(base: string, fetchJson: FetchJson): Promise<ProbeRes
     state: "ready",
     models: dataArray(list.body).map((m) => ({
       id: m.id as string,
-      contextWindow: positiveInt((m["model_spec"] as Record<string, unknown> | undefined)?.availableContextTokens),
+      contextWindow: positiveInt(
+        (m["model_spec"] as Record<string, unknown> | undefined)?.availableContextTokens,
+      ),
     })),
   };
 }

@@ -17,7 +17,8 @@ export async function probeLlamacpp(base: string, fetchJson: FetchJson): Promise
   let slotContext: number | undefined;
   try {
     const props = await fetchJson(`${base}/props`);
-    const settings = (props.body as Record<string, unknown> | null)?.["default_generation_settings"];
+    const settings = (props.body as Record<string, unknown> | null)
+      ?.["default_generation_settings"];
     if (props.status === 200) {
       slotContext = positiveInt((settings as Record<string, unknown> | undefined)?.["n_ctx"]);
     }

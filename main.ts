@@ -1,0 +1,6 @@
+// usepod-agent entry point: parse the command line, run a command, exit with its code.
+// The commands live in src/cli.ts.
+
+import { main } from "./src/cli.ts";
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

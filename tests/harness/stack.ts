@@ -1,0 +1,109 @@
+// A whole stack on loopback for in-process tests: the test coordinator, fake backends, and the
+// real Agent wired to them through an agent.toml written like an operator's. One call to start,
+// one `stop()` that leaves no socket or timer behind.
+
+import { Agent, type AgentOptions } from "../../src/agent.ts";
+import { Backoff } from "../../src/backoff.ts";
+import { parseConfig } from "../../src/config.ts";
+import { loadOrCreateIdentity } from "../../src/identity.ts";
+import { setLevel } from "../../src/log.ts";
+import { type CoordinatorOptions, TestCoordinator } from "./coordinator.ts";
+import { type FakeBackend, type FakeBackendOptions, startFakeBackend } from "./fake_backend.ts";
+
+export interface StackOptions {
+  backends?: FakeBackendOptions[];
+  coordinator?: CoordinatorOptions;
+  /** Extra TOML appended to the generated agent.toml (tables after [[backends]]). */
+  toml?: string;
+  /** Replaces the generated [limits] table. */
+  limits?: string;
+  /** Replaces the generated [[backends]] entries. */
+  backendsToml?: (fakes: FakeBackend[]) => string;
+  enrollmentCode?: string;
+  session?: AgentOptions["session"];
+  env?: Record<string, string>;
+  rediscoverMs?: number;
+}
+
+export interface Stack {
+  coord: TestCoordinator;
+  fakes: FakeBackend[];
+  agent: Agent;
+  dir: string;
+  keyPath: string;
+  running: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The [[backends]] entry for a fake backend. */
+export function backendToml(f: FakeBackend, kind: string, extra = ""): string {
+  const remote = kind === "openrouter" || kind === "venice";
+  return `[[backends]]\nkind = "${kind}"\nurl = "${f.url}"\n` +
+    (remote ? `api_key_env = "TEST_${kind.toUpperCase()}_KEY"\n` : "") + extra + "\n";
+}
+
+/** Starts coordinator, backends and agent; the agent is connecting when this resolves. */
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  setLevel((Deno.env.get("TEST_LOG_LEVEL") as "debug" | undefined) ?? "error");
+  const coord = await TestCoordinator.start(opts.coordinator);
+  const specs = opts.backends ?? [{ kind: "vllm" }];
+  const fakes = await Promise.all(specs.map((s) => startFakeBackend(s)));
+  const dir = await Deno.makeTempDir({ prefix: "usepod-test-" });
+  const keyPath = `${dir}/identity.key`;
+  const backends = opts.backendsToml
+    ? opts.backendsToml(fakes)
+    : fakes.map((f, i) => backendToml(f, specs[i]!.kind)).join("");
+  const toml = `
+[coordinator]
+url = "${coord.url}"
+${opts.enrollmentCode ? `enrollment_code = "${opts.enrollmentCode}"` : ""}
+
+[identity]
+key_path = "${keyPath}"
+
+${backends}
+
+[pricing]
+default_input_per_1m = 500000
+default_output_per_1m = 750000
+
+${opts.limits ?? "[limits]\nmax_concurrent = 8"}
+
+${opts.toml ?? ""}
+`;
+  const config = parseConfig(toml, `${dir}/agent.toml`, { allowInsecure: true });
+  const { identity } = await loadOrCreateIdentity(keyPath);
+  const env = opts.env ?? {
+    TEST_OPENROUTER_KEY: "sk-test-openrouter",
+    TEST_VENICE_KEY: "sk-test-venice",
+  };
+  const agent = new Agent({
+    config,
+    identity,
+    discovery: { env: (n) => env[n] },
+    session: {
+      backoff: new Backoff({ random: () => 0.5 }),
+      ...opts.session,
+    },
+    ...(opts.rediscoverMs !== undefined ? { rediscoverMs: opts.rediscoverMs } : {}),
+  });
+  const running = agent.run();
+  let stopped = false;
+  return {
+    coord,
+    fakes,
+    agent,
+    dir,
+    keyPath,
+    running,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await agent.shutdown();
+      await running;
+      await coord.close();
+      await Promise.all(fakes.map((f) => f.close()));
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
