@@ -2,10 +2,12 @@
 // a binary, writes checksums `sha256sum -c` accepts, and bundles npm dependencies into one file.
 
 import assert from "node:assert/strict";
-import { checksumLine, executableKind, TARGETS } from "../scripts/build.ts";
+import { AGENT_PERMISSIONS, checksumLine, executableKind, TARGETS } from "../scripts/build.ts";
+import { AGENT_VERSION } from "../src/version.ts";
 
 const BUILD = new URL("../scripts/build.ts", import.meta.url).pathname;
 const HOST = Deno.build.target;
+const ROOT = new URL("..", import.meta.url).pathname;
 
 interface Run {
   code: number;
@@ -183,4 +185,47 @@ Deno.test("bundle inlines npm dependencies into one file that runs without the i
     assert.ok(out.success, new TextDecoder().decode(out.stderr));
     assert.equal(new TextDecoder().decode(out.stdout), "bundled ok\n");
   });
+});
+
+Deno.test("the bundle of main.ts runs `version` with only the compiled binary's permissions", async () => {
+  await withWorkDir(async (dir) => {
+    const run = await build(["bundle", "--out-dir", `${dir}/out`]);
+    assert.equal(run.code, 0, run.stderr);
+    // Outside the repo, without config, lock, npm or remote imports: only what is in the file.
+    const flags = ["--no-config", "--no-lock", "--no-npm", "--no-remote", ...AGENT_PERMISSIONS];
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", ...flags, "out/usepod-agent.js", "version"],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const expected = `usepod-agent ${AGENT_VERSION} (deno ${Deno.version.deno}, ${HOST})\n`;
+    assert.equal(new TextDecoder().decode(out.stdout), expected);
+  });
+});
+
+Deno.test("every Deno sys API the agent calls is granted to the compiled binary", async () => {
+  const granted = AGENT_PERMISSIONS.find((flag) => flag.startsWith("--allow-sys"));
+  const names = granted === "--allow-sys" ? undefined : granted?.split("=")[1]?.split(",") ?? [];
+  const sysApi =
+    /\bDeno\.(hostname|osRelease|osUptime|loadavg|networkInterfaces|systemMemoryInfo|uid|gid)\(/g;
+  const files = [`${ROOT}main.ts`];
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isDirectory) await walk(`${dir}/${entry.name}`);
+      else if (entry.name.endsWith(".ts")) files.push(`${dir}/${entry.name}`);
+    }
+  };
+  await walk(`${ROOT}src`);
+  const missing = [];
+  for (const file of files) {
+    const text = await Deno.readTextFile(file);
+    // node:os reads the same facts through the same permission; name them explicitly instead.
+    assert.ok(!/from ["']node:os["']/.test(text), `${file} imports node:os`);
+    for (const [, api] of text.matchAll(sysApi)) {
+      if (names && !names.includes(api!)) missing.push(`${file.slice(ROOT.length)}: Deno.${api}()`);
+    }
+  }
+  assert.deepEqual(missing, [], "add these to --allow-sys in scripts/build.ts");
 });
