@@ -123,8 +123,7 @@ export class Session {
       if (attempt++ > 0) this.#status.reconnects++;
       const authenticated = await this.#attempt();
       if (stop.aborted) break;
-      if (authenticated) this.#backoff.reset();
-      else {
+      if (!authenticated) {
         this.#backoff.failure();
         if (this.#backoff.failures === UNREACHABLE_AFTER) {
           log.error(
@@ -183,6 +182,7 @@ export class Session {
     const timers: ReturnType<typeof setInterval>[] = [];
     try {
       await this.#handshake(ws, timeoutMs);
+      this.#backoff.reset();
       this.#authenticated = true;
       this.#status.lastAuthAt = Date.now();
       this.#status.lastError = undefined;

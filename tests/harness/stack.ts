@@ -6,7 +6,7 @@ import { Agent, type AgentOptions } from "../../src/agent.ts";
 import { Backoff } from "../../src/backoff.ts";
 import { parseConfig } from "../../src/config.ts";
 import { loadOrCreateIdentity } from "../../src/identity.ts";
-import { setLevel } from "../../src/log.ts";
+import { type Level, setLevel } from "../../src/log.ts";
 import { type CoordinatorOptions, TestCoordinator } from "./coordinator.ts";
 import { type FakeBackend, type FakeBackendOptions, startFakeBackend } from "./fake_backend.ts";
 
@@ -23,6 +23,8 @@ export interface StackOptions {
   session?: AgentOptions["session"];
   env?: Record<string, string>;
   rediscoverMs?: number;
+  /** Log level while the stack runs (default $TEST_LOG_LEVEL or "error"). */
+  logLevel?: Level;
 }
 
 export interface Stack {
@@ -44,7 +46,7 @@ export function backendToml(f: FakeBackend, kind: string, extra = ""): string {
 
 /** Starts coordinator, backends and agent; the agent is connecting when this resolves. */
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  setLevel((Deno.env.get("TEST_LOG_LEVEL") as "debug" | undefined) ?? "error");
+  setLevel(opts.logLevel ?? (Deno.env.get("TEST_LOG_LEVEL") as Level | undefined) ?? "error");
   const coord = await TestCoordinator.start(opts.coordinator);
   const specs = opts.backends ?? [{ kind: "vllm" }];
   const fakes = await Promise.all(specs.map((s) => startFakeBackend(s)));
