@@ -1,0 +1,514 @@
+// Minimal HTTP/1.1 client over a raw TCP socket: one streaming request per connection, for
+// plain-http local backends (coalesced 64 KiB reads instead of fetch's one chunk per HTTP chunk).
+// Owns framing, chunked decoding, cancellation, and the backend_unreachable / internal error mapping.
+
+import { lookup } from "node:dns/promises";
+import { BackendError } from "../errors.ts";
+
+/** One request to a plain-http backend. */
+export interface StreamRequest {
+  method: "GET" | "POST";
+  url: URL;
+  headers: Record<string, string>;
+  body?: Uint8Array;
+  signal: AbortSignal;
+}
+
+/** A response whose head has arrived; the body is read piece by piece. */
+export interface StreamResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  /**
+   * Next piece of the DECODED body (chunked framing removed): everything available from one
+   * socket read, coalesced; null at the clean end of the body, and after `close()`. Throws
+   * BackendError("internal", …) when the body breaks off early (premature close mid-body, bad
+   * chunk framing), and the signal's reason once the signal has aborted.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** Reads the rest of the body up to `limit` bytes (for error bodies), as text. */
+  text(limit?: number): Promise<string>;
+  /** Closes the connection now (idempotent). */
+  close(): void;
+}
+
+const BUFFER_SIZE = 64 * 1024;
+const HEAD_LIMIT = 64 * 1024;
+const TEXT_LIMIT = 64 * 1024;
+/** Header names the client sets itself; a caller-supplied one is a TypeError. */
+const OWNED = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "accept-encoding",
+]);
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** IPv4 as the URL parser normalises it, or IPv6 (brackets already removed). */
+const IP_LITERAL = /^(\d+\.\d+\.\d+\.\d+|.*:.*)$/;
+const STATUS_LINE = /^HTTP\/1\.\d (\d{3})(?: (.*))?$/;
+
+const CR = 13, LF = 10, SP = 32, HT = 9, SEMI = 59;
+// Chunked decoder states.
+const SIZE = 0, SIZE_WS = 1, EXT = 2, SIZE_LF = 3, DATA = 4, DATA_CR = 5, DATA_LF = 6;
+const TRAILER = 7, TRAILER_LINE = 8, END_LF = 9, DONE = 10;
+
+type Framing = "chunked" | "length" | "close";
+type State = "open" | "done" | "closed" | "aborted" | "failed";
+
+/**
+ * Sends one request on a fresh connection and resolves once the final response head has arrived.
+ * Rejects with BackendError("backend_unreachable") when the backend cannot be reached or hangs up
+ * before a complete head, BackendError("internal") for a malformed head, and `signal.reason` when
+ * the signal aborts (the socket is closed at once, so the backend sees the disconnect).
+ *
+ * @example
+ * ```ts
+ * const res = await request({
+ *   method: "POST",
+ *   url: new URL("http://127.0.0.1:8000/v1/chat/completions"),
+ *   headers: { "content-type": "application/json" },
+ *   body: new TextEncoder().encode(JSON.stringify({ model: "m", stream: true, messages: [] })),
+ *   signal: AbortSignal.timeout(60_000),
+ * });
+ * if (res.status !== 200) throw new Error(await res.text());
+ * for (let piece = await res.read(); piece !== null; piece = await res.read()) {
+ *   await Deno.stdout.write(piece);
+ * }
+ * ```
+ */
+export async function request(req: StreamRequest): Promise<StreamResponse> {
+  const { url, signal } = req;
+  if (url.protocol !== "http:") throw new TypeError(`http1: only http: URLs, got ${url.protocol}`);
+  const port = url.port === "" ? 80 : Number(url.port);
+  const where = `${url.hostname}:${port}`;
+  const head = encodeHead(req, where);
+  signal.throwIfAborted();
+  const conn = await connect(url.hostname.replace(/^\[(.*)\]$/, "$1"), port, where, signal);
+  const res = new Http1Response(conn, signal, where);
+  await res.start(head);
+  return res;
+}
+
+/** Request line and headers (latin-1) followed by the body, in one buffer for one write. */
+function encodeHead(req: StreamRequest, where: string): Uint8Array {
+  let text = `${req.method} ${req.url.pathname}${req.url.search} HTTP/1.1\r\nHost: ${where}\r\n`;
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (!TOKEN.test(name)) {
+      throw new TypeError(`http1: invalid header name ${JSON.stringify(name)}`);
+    }
+    if (OWNED.has(name.toLowerCase())) {
+      throw new TypeError(`http1: header ${name} is set by the client`);
+    }
+    if (!FIELD_VALUE.test(value)) throw new TypeError(`http1: invalid value for header ${name}`);
+    text += `${name}: ${value}\r\n`;
+  }
+  const body = req.body;
+  if (body !== undefined || req.method === "POST") {
+    text += `Content-Length: ${body?.length ?? 0}\r\n`;
+  }
+  text += "Accept-Encoding: identity\r\nConnection: close\r\n\r\n";
+  const out = new Uint8Array(text.length + (body?.length ?? 0));
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  if (body !== undefined) out.set(body, text.length);
+  return out;
+}
+
+/**
+ * Connects to the first address of `hostname` that accepts, in resolver order (Deno.connect alone
+ * tries only the first: `localhost` as ::1 would miss a backend bound to 127.0.0.1). Raced
+ * against the signal; a connection that lands after an abort is closed.
+ */
+async function connect(
+  hostname: string,
+  port: number,
+  where: string,
+  signal: AbortSignal,
+): Promise<Deno.TcpConn> {
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => onAbort = () => reject(signal.reason));
+  signal.addEventListener("abort", onAbort, { once: true });
+  let failure: unknown;
+  try {
+    const addresses = IP_LITERAL.test(hostname)
+      ? [hostname]
+      : (await Promise.race([lookup(hostname, { all: true }), aborted])).map((a) => a.address);
+    for (const address of addresses) {
+      const connecting = Deno.connect({ hostname: address, port, transport: "tcp" });
+      try {
+        return await Promise.race([connecting, aborted]);
+      } catch (err) {
+        if (signal.aborted) {
+          connecting.then((conn) => conn.close(), () => {});
+          throw err;
+        }
+        failure ??= err;
+      }
+    }
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    failure = err;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+  failure ??= new Error("no address found");
+  throw new BackendError("backend_unreachable", `${where}: ${describe(failure)}`, {
+    cause: failure,
+  });
+}
+
+/** Short, stable wording for socket errors. */
+function describe(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (err instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (err instanceof Deno.errors.ConnectionAborted) return "connection aborted";
+  if (err instanceof Deno.errors.TimedOut) return "connection timed out";
+  if (err instanceof Deno.errors.BrokenPipe) return "connection closed by the backend";
+  const message = err instanceof Error ? err.message : String(err);
+  if (/ENOTFOUND|EAI_AGAIN|EAI_NONAME/.test(message)) return `name not resolved (${message})`;
+  return message;
+}
+
+function latin1(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 8192));
+  }
+  return s;
+}
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  const lower = c | 0x20;
+  return lower >= 97 && lower <= 102 ? lower - 87 : -1;
+}
+
+class Http1Response implements StreamResponse {
+  status = 0;
+  statusText = "";
+  headers = new Headers();
+  #conn: Deno.TcpConn;
+  #signal: AbortSignal;
+  #where: string;
+  #buf = new Uint8Array(BUFFER_SIZE);
+  /** Undecoded bytes left in #buf after the head: [#start, #end). */
+  #start = 0;
+  #end = 0;
+  #state: State = "open";
+  #error: unknown;
+  #reading = false;
+  #framing: Framing = "close";
+  /** Body bytes still expected (length framing) or left in the current chunk (chunked). */
+  #left = 0;
+  #chunkState = SIZE;
+  #sizeDigits = 0;
+  #onAbort = () => this.#finish("aborted");
+
+  constructor(conn: Deno.TcpConn, signal: AbortSignal, where: string) {
+    this.#conn = conn;
+    this.#signal = signal;
+    this.#where = where;
+    if (signal.aborted) this.#finish("aborted");
+    else signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** Writes the request and reads up to the final response head. */
+  async start(head: Uint8Array): Promise<void> {
+    try {
+      for (let sent = 0; sent < head.length;) sent += await this.#conn.write(head.subarray(sent));
+    } catch (err) {
+      throw this.#fail(this.#unreachable("sending the request", err));
+    }
+    for (;;) {
+      const end = await this.#readHead();
+      try {
+        this.#parseHead(this.#buf.subarray(this.#start, end));
+      } catch (err) {
+        throw this.#fail(err);
+      }
+      this.#start = end;
+      if (this.status >= 200) break;
+      if (this.status === 101) {
+        throw this.#fail(new BackendError("internal", `${this.#where}: unexpected 101 response`));
+      }
+      this.headers = new Headers();
+    }
+    this.#chooseFraming();
+    if (this.#framing === "length" && this.#left === 0) this.#finish("done");
+  }
+
+  /** Reads until the buffer holds a complete head; returns the offset just past it. */
+  async #readHead(): Promise<number> {
+    let scan = this.#start;
+    for (;;) {
+      const b = this.#buf;
+      const end = this.#end;
+      for (; scan < end; scan++) {
+        if (b[scan] !== LF || scan + 1 === end) continue;
+        if (b[scan + 1] === LF) return scan + 2;
+        if (scan + 2 < end && b[scan + 1] === CR && b[scan + 2] === LF) return scan + 3;
+      }
+      scan = Math.max(this.#start, this.#end - 2);
+      if (this.#end - this.#start >= HEAD_LIMIT) {
+        throw this.#fail(new BackendError("internal", `${this.#where}: response head over 64 KiB`));
+      }
+      if (this.#start > 0) {
+        b.copyWithin(0, this.#start, this.#end);
+        scan -= this.#start;
+        this.#end -= this.#start;
+        this.#start = 0;
+      }
+      let n: number | null;
+      try {
+        n = await this.#conn.read(b.subarray(this.#end));
+      } catch (err) {
+        throw this.#fail(this.#unreachable("waiting for the response head", err));
+      }
+      if (this.#state === "aborted") throw this.#signal.reason;
+      if (n === null) {
+        throw this.#fail(
+          new BackendError(
+            "backend_unreachable",
+            `${this.#where}: connection closed before a complete response head`,
+          ),
+        );
+      }
+      this.#end += n;
+    }
+  }
+
+  #parseHead(bytes: Uint8Array): void {
+    const lines = latin1(bytes).split("\n").map((l) => l.endsWith("\r") ? l.slice(0, -1) : l);
+    const status = STATUS_LINE.exec(lines[0] ?? "");
+    if (status === null || Number(status[1]) < 100) {
+      throw new BackendError("internal", `${this.#where}: malformed status line`);
+    }
+    this.status = Number(status[1]);
+    this.statusText = status[2] ?? "";
+    for (const line of lines.slice(1)) {
+      if (line === "") continue;
+      const colon = line.indexOf(":");
+      try {
+        if (colon <= 0) throw new TypeError("no header name");
+        this.headers.append(line.slice(0, colon), line.slice(colon + 1));
+      } catch (err) {
+        throw new BackendError("internal", `${this.#where}: malformed response header`, {
+          cause: err,
+        });
+      }
+    }
+  }
+
+  #chooseFraming(): void {
+    const te = this.headers.get("transfer-encoding");
+    const cl = this.headers.get("content-length");
+    if (this.status === 204 || this.status === 304) {
+      this.#framing = "length";
+    } else if (te !== null) {
+      if (te.trim().toLowerCase() !== "chunked") {
+        throw this.#fail(
+          new BackendError("internal", `${this.#where}: unsupported transfer-encoding ${te}`),
+        );
+      }
+      this.#framing = "chunked";
+    } else if (cl !== null) {
+      const values = new Set(cl.split(",").map((v) => v.trim()));
+      const [value] = values;
+      if (values.size !== 1 || !/^\d{1,15}$/.test(value ?? "")) {
+        throw this.#fail(new BackendError("internal", `${this.#where}: invalid content-length`));
+      }
+      this.#framing = "length";
+      this.#left = Number(value);
+    }
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#reading) throw new TypeError("http1: read() is already pending");
+    this.#reading = true;
+    try {
+      for (;;) {
+        if (this.#state !== "open") return this.#ended();
+        if (this.#start < this.#end) {
+          const piece = this.#decode(this.#start, this.#end);
+          this.#start = this.#end = 0;
+          if (piece !== null) return piece;
+          continue;
+        }
+        let n: number | null;
+        try {
+          n = await this.#conn.read(this.#buf);
+        } catch (err) {
+          if (this.#state !== "open") return this.#ended();
+          throw this.#fail(
+            new BackendError("internal", `stream broke: ${describe(err)} (${this.#where})`, {
+              cause: err,
+            }),
+          );
+        }
+        if (this.#state !== "open") return this.#ended();
+        if (n === null) {
+          if (this.#framing === "close") {
+            this.#finish("done");
+            return null;
+          }
+          const detail = this.#framing === "length" ? `${this.#left} bytes short` : "mid-chunk";
+          throw this.#fail(
+            new BackendError(
+              "internal",
+              `stream broke: connection closed ${detail} (${this.#where})`,
+            ),
+          );
+        }
+        this.#start = 0;
+        this.#end = n;
+      }
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  async text(limit = TEXT_LIMIT): Promise<string> {
+    const decoder = new TextDecoder();
+    let text = "";
+    let room = limit;
+    for (let piece = await this.read(); piece !== null; piece = await this.read()) {
+      text += decoder.decode(piece.subarray(0, room), { stream: true });
+      room -= Math.min(room, piece.length);
+      if (room === 0) {
+        this.close();
+        return text;
+      }
+    }
+    return text + decoder.decode();
+  }
+
+  close(): void {
+    this.#finish("closed");
+  }
+
+  /** Decodes buffered bytes [r, end); returns the body bytes among them, or null if none. */
+  #decode(r: number, end: number): Uint8Array | null {
+    if (this.#framing === "close") return this.#buf.slice(r, end);
+    if (this.#framing === "length") {
+      const take = Math.min(this.#left, end - r);
+      this.#left -= take;
+      if (this.#left === 0) this.#finish("done");
+      return take === 0 ? null : this.#buf.slice(r, r + take);
+    }
+    const w = this.#dechunk(r, end);
+    if (this.#chunkState === DONE) this.#finish("done");
+    return w === 0 ? null : this.#buf.slice(0, w);
+  }
+
+  /** Chunked decoding in place: data bytes are compacted to the front of #buf; returns their count. */
+  #dechunk(r: number, end: number): number {
+    const b = this.#buf;
+    let w = 0, st = this.#chunkState, left = this.#left, digits = this.#sizeDigits;
+    while (r < end && st !== DONE) {
+      if (st === DATA) {
+        const n = Math.min(left, end - r);
+        if (w !== r) b.copyWithin(w, r, r + n);
+        w += n;
+        r += n;
+        left -= n;
+        if (left === 0) st = DATA_CR;
+        continue;
+      }
+      const c = b[r++]!;
+      switch (st) {
+        case SIZE: {
+          const v = hexValue(c);
+          if (v >= 0 && left <= 0xfffffffffff) {
+            left = left * 16 + v;
+            digits++;
+            continue;
+          }
+          if (digits === 0 || v >= 0) throw this.#malformed("bad chunk size");
+          st = SIZE_WS;
+        }
+        // falls through: c is the first byte after the size digits
+        case SIZE_WS:
+          if (c === SP || c === HT) continue;
+          if (c !== SEMI && c !== CR && c !== LF) throw this.#malformed("bad chunk size line");
+        // falls through
+        case EXT:
+          if (c === CR) st = SIZE_LF;
+          else if (c !== LF) st = EXT;
+          else {
+            st = left === 0 ? TRAILER : DATA;
+            digits = 0;
+          }
+          continue;
+        case SIZE_LF:
+          if (c !== LF) throw this.#malformed("bad chunk size line");
+          st = left === 0 ? TRAILER : DATA;
+          digits = 0;
+          continue;
+        case DATA_CR:
+          if (c === CR) st = DATA_LF;
+          else if (c === LF) st = SIZE;
+          else throw this.#malformed("missing CRLF after chunk data");
+          continue;
+        case DATA_LF:
+          if (c !== LF) throw this.#malformed("missing CRLF after chunk data");
+          st = SIZE;
+          continue;
+        case TRAILER:
+          st = c === CR ? END_LF : c === LF ? DONE : TRAILER_LINE;
+          continue;
+        case TRAILER_LINE:
+          if (c === LF) st = TRAILER;
+          continue;
+        case END_LF:
+          if (c !== LF) throw this.#malformed("bad end of chunked body");
+          st = DONE;
+          continue;
+      }
+    }
+    this.#chunkState = st;
+    this.#left = left;
+    this.#sizeDigits = digits;
+    return w;
+  }
+
+  #malformed(what: string): unknown {
+    return this.#fail(
+      new BackendError("internal", `${this.#where}: malformed chunked body: ${what}`),
+    );
+  }
+
+  #unreachable(during: string, err: unknown): unknown {
+    if (this.#state === "aborted") return this.#signal.reason;
+    return new BackendError("backend_unreachable", `${this.#where}: ${describe(err)} ${during}`, {
+      cause: err,
+    });
+  }
+
+  /** What read() gives once the body is no longer being read. */
+  #ended(): null {
+    if (this.#state === "aborted") throw this.#signal.reason;
+    if (this.#state === "failed") throw this.#error;
+    return null;
+  }
+
+  /** Records `err` as the response's outcome (unless it already ended) and returns it to throw. */
+  #fail(err: unknown): unknown {
+    if (this.#state === "aborted") return this.#signal.reason;
+    if (this.#state === "open") this.#error = err;
+    this.#finish("failed");
+    return err;
+  }
+
+  /** The one exit: closes the socket and drops the abort listener, once. */
+  #finish(state: Exclude<State, "open">): void {
+    if (this.#state !== "open") return;
+    this.#state = state;
+    this.#signal.removeEventListener("abort", this.#onAbort);
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime: nothing left to release.
+    }
+  }
+}
