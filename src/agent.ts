@@ -8,7 +8,7 @@ import { Executor } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
-import { Session, type SessionOptions, sleep } from "./session.ts";
+import { type Advert, Session, type SessionOptions, sleep } from "./session.ts";
 import { Stats } from "./stats.ts";
 import { AGENT_NAME, AGENT_VERSION } from "./version.ts";
 
@@ -48,7 +48,6 @@ export class Agent {
   #config: Config;
   #identity: Identity;
   #rediscoverMs: number;
-  #lastAds = "";
   #stopLoops = new AbortController();
   #shutdown: Promise<void> | undefined;
   readonly paused = new Set<string>();
@@ -80,7 +79,7 @@ export class Agent {
       executor: this.executor,
       capabilities: async () => {
         await this.discovery.refresh({ maxAgeMs: 5_000 });
-        return this.#capabilitiesFrame();
+        return this.#advert();
       },
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
       ...opts.session,
@@ -107,14 +106,13 @@ export class Agent {
   }
 
   /** The capabilities frame for the current discovery, pause and drain state. */
-  #capabilitiesFrame(): string {
+  #advert(): Advert & { models: number } {
     const models = this.executor.draining
       ? []
       : this.discovery.current.models.filter((m) =>
         !this.#pausedAll && !this.paused.has(m.modelId)
       );
-    this.#lastAds = adsKey(models);
-    return wire.capabilities(
+    const frame = wire.capabilities(
       models,
       {
         maxConcurrentTotal: this.#config.limits.maxConcurrent,
@@ -122,15 +120,14 @@ export class Agent {
       },
       { agentVersion: AGENT_VERSION, agent: AGENT_NAME },
     );
+    return { frame, key: adsKey(models), models: models.length };
   }
 
-  /** Sends a fresh capabilities frame when what it would advertise changed. */
+  /** Sends a fresh capabilities frame when what it would advertise changed (or `force`). */
   #advertiseIfChanged(force = false): void {
-    const before = this.#lastAds;
-    const frame = this.#capabilitiesFrame();
-    if (!force && this.#lastAds === before) return;
-    if (this.session.send(frame)) {
-      log.info("capabilities sent", { models: this.discovery.current.models.length });
+    const ad = this.#advert();
+    if (this.session.advertise(ad, force)) {
+      log.info("capabilities sent", { models: ad.models });
     }
   }
 

@@ -50,6 +50,7 @@ export interface DiscoveryOptions {
   now?: () => number;
 }
 
+const FORMAT_ORDER: readonly WireFormat[] = ["openai", "anthropic"];
 const EMPTY: DiscoveryResult = { at: 0, backends: [], models: [], byId: new Map() };
 
 /** Base URL of a configured backend, without a trailing slash. */
@@ -151,15 +152,21 @@ export class Discovery {
       models: [],
       checkedAt: this.#now(),
     };
+    // Remote kinds must have a key; a local server started with --api-key may name one.
     let apiKey: string | undefined;
-    if (spec.remote) {
-      apiKey = b.apiKeyEnv ? this.#env(b.apiKeyEnv) : undefined;
-      if (!apiKey) {
+    if (b.apiKeyEnv !== undefined) {
+      apiKey = this.#env(b.apiKeyEnv);
+      const problem = !apiKey
+        ? `environment variable ${b.apiKeyEnv} is empty or unset`
+        : !/^[\x21-\x7e]+$/.test(apiKey)
+        ? `environment variable ${b.apiKeyEnv} holds characters not allowed in an HTTP header`
+        : undefined;
+      if (problem) {
         status.state = "no_api_key";
-        status.lastError = `environment variable ${b.apiKeyEnv} is empty or unset`;
-        this.#warnOnce(`${index}:key`, "backend skipped: API key env var is empty", {
+        status.lastError = problem;
+        this.#warnOnce(`${index}:key`, "backend skipped: unusable API key", {
           backend: b.kind,
-          env: b.apiKeyEnv,
+          problem,
         });
         return { status };
       }
@@ -308,7 +315,8 @@ function assemble(
       served.backend = best.target.spec.kind;
       served.contextWindow = best.contextWindow ??
         served.routes.find((r) => r.contextWindow)?.contextWindow;
-      served.formats = [...new Set(served.routes.flatMap((r) => r.formats))].sort();
+      const accepted = new Set(served.routes.flatMap((r) => r.formats));
+      served.formats = FORMAT_ORDER.filter((f) => accepted.has(f));
     }
   }
   const models = [...byId.values()].sort((a, b) =>

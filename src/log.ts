@@ -46,6 +46,23 @@ export function setSink(s: Sink): Sink {
   return previous;
 }
 
+/**
+ * Sends log lines to a file (appended, parent dir created) instead of stderr: how a Windows
+ * service, which has no console, keeps its log (`USEPOD_AGENT_LOG_FILE`).
+ */
+export function logToFile(path: string): void {
+  const dir = path.replace(/[\\/][^\\/]*$/, "");
+  if (dir && dir !== path) Deno.mkdirSync(dir, { recursive: true });
+  const file = Deno.openSync(path, { append: true, create: true });
+  sink = (line) => {
+    try {
+      file.writeSync(encoder.encode(line + "\n"));
+    } catch {
+      // disk full or file gone: keep running without the log line.
+    }
+  };
+}
+
 /** True when a line at `level` would be written (guards costly debug fields). */
 export function enabled(level: Level): boolean {
   return RANK[level] >= threshold;

@@ -59,6 +59,7 @@ export type ParseResult =
   | { ok: true; frame: Inbound }
   | { ok: false; reason: string; jobId?: string };
 
+const encoder = new TextEncoder();
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
@@ -82,7 +83,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 export function decodeBase64(s: string): Uint8Array | undefined {
   if (!BASE64.test(s)) return undefined;
   try {
-    return Uint8Array.fromBase64(s);
+    return Uint8Array.fromBase64(s, { lastChunkHandling: "strict" });
   } catch {
     return undefined;
   }
@@ -134,7 +135,13 @@ function parseJob(o: Record<string, unknown>): ParseResult {
  * ```
  */
 export function parseInbound(text: string): ParseResult {
-  if (text.length > MAX_FRAME_BYTES) return reject(`frame over ${MAX_FRAME_BYTES} bytes`);
+  // UTF-8 is at most 3 bytes per UTF-16 unit: measure bytes only when it could matter.
+  if (
+    text.length > MAX_FRAME_BYTES ||
+    (text.length > MAX_FRAME_BYTES / 3 && encoder.encode(text).length > MAX_FRAME_BYTES)
+  ) {
+    return reject(`frame over ${MAX_FRAME_BYTES} bytes`);
+  }
   let v: unknown;
   try {
     v = JSON.parse(text);

@@ -5,11 +5,13 @@ import { Agent } from "./agent.ts";
 import { type CommandContext, loadForCommand } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
-import { log } from "./log.ts";
+import { log, logToFile } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 
 /** Runs the agent until a signal drains it; resolves with the exit code. */
 export async function runCommand(ctx: CommandContext): Promise<number> {
+  const logFile = Deno.env.get("USEPOD_AGENT_LOG_FILE");
+  if (logFile) logToFile(logFile);
   const config = await loadForCommand(ctx);
   const { identity, created, warnings } = await loadOrCreateIdentity(config.identity.keyPath);
   for (const w of warnings) log.warn(w);

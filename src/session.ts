@@ -32,8 +32,8 @@ export interface SessionOptions {
   saveProviderId: (providerId: string) => Promise<void>;
   enrollmentCode?: string | undefined;
   executor: Executor;
-  /** Runs discovery as needed and returns the capabilities frame to send. */
-  capabilities: () => Promise<string>;
+  /** Runs discovery as needed and returns the capabilities frame to send, with its key. */
+  capabilities: () => Promise<Advert>;
   /** Returns the heartbeat frame to send. */
   heartbeat: () => string;
   backoff?: Backoff;
@@ -43,6 +43,12 @@ export interface SessionOptions {
   /** Ping interval; the link is declared dead after `deadLinkMs` without inbound bytes. */
   pingMs?: number;
   deadLinkMs?: number;
+}
+
+/** A capabilities frame and a key of what it advertises (equal keys: nothing changed). */
+export interface Advert {
+  frame: string;
+  key: string;
 }
 
 /** A failure before auth_ok: escalates the backoff (PROTOCOL §6). */
@@ -68,6 +74,8 @@ export class Session {
   #backoff: Backoff;
   #ws: WsClient | undefined;
   #authenticated = false;
+  /** Key of the last capabilities sent on this connection; undefined until the first. */
+  #advertised: string | undefined;
   #stop = new AbortController();
   #status: SessionStatus = {
     state: "connecting",
@@ -94,10 +102,17 @@ export class Session {
     return this.#authenticated ? this.#ws : undefined;
   }
 
-  /** Sends a frame on the authenticated connection; false when there is none. */
-  send(text: string): boolean {
+  /**
+   * Sends a fresh capabilities frame when what it advertises differs from what this
+   * connection last got (or always, with `force`). Before the connection's first
+   * capabilities frame is out, nothing is sent: that frame carries the latest state.
+   */
+  advertise(ad: Advert, force = false): boolean {
     const ws = this.authenticatedLink;
-    return ws ? ws.send(text) : false;
+    if (!ws || this.#advertised === undefined) return false;
+    if (!force && ad.key === this.#advertised) return false;
+    this.#advertised = ad.key;
+    return ws.send(ad.frame);
   }
 
   /** Marks the connection as draining (status only; the executor refuses new work). */
@@ -189,7 +204,9 @@ export class Session {
       this.#setState("authenticated");
       log.info("authenticated", { provider: o.identity().providerId ?? "<not yet enrolled>" });
       const caps = this.#o.capabilities().then(
-        (text) => ws.send(text),
+        (ad) => {
+          if (ws.send(ad.frame)) this.#advertised = ad.key;
+        },
         (err) => log.error("capabilities not sent", { error: err }),
       );
       timers.push(setInterval(() => ws.send(o.heartbeat()), o.heartbeatMs ?? 15_000));
@@ -209,6 +226,7 @@ export class Session {
     } finally {
       timers.forEach((t) => clearInterval(t));
       this.#authenticated = false;
+      this.#advertised = undefined;
       this.#o.executor.abortAll("disconnected", ws);
       ws.abort("session ended");
       await ws.settled();

@@ -2,8 +2,9 @@
 // (PROTOCOL.md §4 token counts and tokens_emitted; BACKENDS.md "Streaming" and "How streams end").
 // Watches bytes on the hot path without decoding every event: only usage and error lines are parsed.
 
-/** The wire format of a job's stream (PROTOCOL §4 `job.format`). */
-export type WireFormat = "openai" | "anthropic";
+import type { WireFormat } from "./protocol.ts";
+
+export type { WireFormat };
 
 /** Totals of one stream, as returned by {@linkcode UsageMeter.finish}. */
 export interface Usage {

@@ -405,10 +405,14 @@ export class WsClient {
         const n = this.#outLen;
         this.#out = this.#spare;
         this.#outLen = 0;
-        await writeAll(this.#conn, data.subarray(0, n));
-        this.flushedTotal += n;
+        // Count progress per socket write, so a slow but live link shows it is moving.
+        for (let off = 0; off < n;) {
+          const w = await this.#conn.write(data.subarray(off, n));
+          off += w;
+          this.flushedTotal += w;
+          this.#wakeWaiters();
+        }
         this.#spare = data.length > OUT_KEEP ? new Uint8Array(OUT_INITIAL) : data;
-        this.#wakeWaiters();
       }
     } catch (err) {
       this.#finish({ code: 1006, reason: "write failed", closeFrame: false, error: err as Error });
@@ -484,9 +488,11 @@ export class WsClient {
         if (this.#skipRemaining > 0) return;
       }
       if (this.#emitAfterSkip) {
+        const size = this.#discardTotal;
         this.#emitAfterSkip = false;
         this.#discarding = false;
-        this.#emit({ kind: "oversized", size: this.#discardTotal });
+        this.#discardTotal = 0;
+        this.#emit({ kind: "oversized", size });
       }
       const avail = this.#rend - this.#rstart;
       if (avail < 2) return;
@@ -511,6 +517,9 @@ export class WsClient {
         hlen = 10;
       }
       if (op >= 8) {
+        if (op !== OP_CLOSE && op !== OP_PING && op !== OP_PONG) {
+          return this.#protocolError(`unknown opcode ${op}`);
+        }
         if (!fin || len > 125) return this.#protocolError("bad control frame");
         if (avail < hlen + len) return;
         const payload = b.slice(s + hlen, s + hlen + len);

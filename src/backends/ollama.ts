@@ -16,8 +16,9 @@ async function contextOf(
   let ctx: number | undefined;
   try {
     const show = await fetchJson(`${base}/api/show`, { method: "POST", body: { model: name } });
+    if (show.status !== 200) return undefined; // not cached: asked again next time
     const info = (show.body as Record<string, unknown> | null)?.["model_info"];
-    if (show.status === 200 && info && typeof info === "object") {
+    if (info && typeof info === "object") {
       for (const [k, v] of Object.entries(info)) {
         if (k.endsWith(".context_length")) ctx = positiveInt(v);
       }
@@ -38,7 +39,8 @@ export async function probeOllama(base: string, fetchJson: FetchJson): Promise<P
   const models = [];
   for (const m of entries) {
     const name = typeof m?.name === "string" ? m.name : typeof m?.model === "string" ? m.model : "";
-    if (!name) continue;
+    // Embedding models are listed too, but cannot serve chat.
+    if (!name || /embed/i.test(name)) continue;
     const digest = typeof m.digest === "string" ? m.digest : "";
     models.push({ id: name, contextWindow: await contextOf(base, name, digest, fetchJson) });
   }
