@@ -4,7 +4,7 @@
 
 import type { Config } from "./config.ts";
 import { adsKey, Discovery, type DiscoveryOptions } from "./discovery.ts";
-import { Executor } from "./executor.ts";
+import { Executor, type FinishedJob } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
@@ -51,6 +51,7 @@ export class Agent {
   #stopLoops = new AbortController();
   #shutdown: Promise<void> | undefined;
   readonly paused = new Set<string>();
+  #finishedListeners: ((job: FinishedJob) => void)[] = [(job) => this.stats.record(job)];
   #pausedAll = false;
 
   constructor(opts: AgentOptions) {
@@ -65,7 +66,9 @@ export class Agent {
         this.discovery.markDown(index, reason);
         this.#advertiseIfChanged();
       },
-      onFinished: (job) => this.stats.record(job),
+      onFinished: (job) => {
+        for (const listener of this.#finishedListeners) listener(job);
+      },
       paused: (model) => this.#pausedAll || this.paused.has(model),
     });
     this.session = new Session({
@@ -84,6 +87,11 @@ export class Agent {
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
       ...opts.session,
     });
+  }
+
+  /** Calls `listener` once for every job that ends or is refused (after the stats). */
+  onJobFinished(listener: (job: FinishedJob) => void): void {
+    this.#finishedListeners.push(listener);
   }
 
   /** The configuration in use (replaced by a reload). */
