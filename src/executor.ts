@@ -2,6 +2,7 @@
 // deadline and cancel through one AbortController per job, the relay of backend bytes with
 // backpressure, and exactly one terminal frame per job (none after a cancel or a lost link).
 
+import { createHash, type Hash } from "node:crypto";
 import { type BodyStream, openCompletion } from "./backends/client.ts";
 import type { DiscoveryResult, Route, ServedModel } from "./discovery.ts";
 import { BackendError, type ErrorCode } from "./errors.ts";
@@ -49,6 +50,8 @@ export interface FinishedJob {
   firstChunkMs: number | undefined;
   durationMs: number;
   bytes: number;
+  /** Hex SHA-256 of the relayed bytes (of nothing for a refusal); set by the executor. */
+  sha256?: string;
   receivedAt: number;
   finishedAt: number;
   /** Whether a slot was held (false for refusals at admission). */
@@ -80,11 +83,14 @@ class Stop {
 }
 
 const MIN_JOB_SHARE = 256 * 1024;
+/** SHA-256 of zero bytes: the digest of a job that relayed nothing. */
+const EMPTY_SHA256 = createHash("sha256").digest("hex");
 
 class RunningJob implements ActiveJob {
   readonly controller = new AbortController();
   readonly head: string;
   bytes = 0;
+  readonly hash: Hash = createHash("sha256");
   firstChunkMs: number | undefined;
   meter: UsageMeter;
   /** Bytes this job queued that may not be flushed yet, and where its last frame ended. */
@@ -212,6 +218,7 @@ export class Executor {
         firstChunkMs: undefined,
         durationMs: 0,
         bytes: 0,
+        sha256: EMPTY_SHA256,
         receivedAt,
         finishedAt: receivedAt,
         admitted: false,
@@ -383,6 +390,7 @@ export class Executor {
         firstChunkMs: job.firstChunkMs,
         durationMs,
         bytes: job.bytes,
+        sha256: job.hash.digest("hex"),
         receivedAt: job.receivedAt,
         finishedAt: Date.now(),
         admitted: true,
@@ -395,6 +403,7 @@ export class Executor {
   #relay(job: RunningJob, piece: Uint8Array): void {
     const link = job.link;
     job.meter.feed(piece);
+    job.hash.update(piece);
     const before = link.queuedTotal;
     link.send(job.head + piece.toBase64() + wire.CHUNK_TAIL);
     if (job.firstChunkMs === undefined) {
