@@ -56,6 +56,11 @@ export const COMMANDS: Record<string, CommandSpec> = {
     usage: "usepod-agent enroll [--config PATH]",
     run: enrollCommand,
   },
+  doctor: {
+    summary: "preflight: config, identity, backends, coordinator, clock, status port, service",
+    usage: "usepod-agent doctor [--config PATH]",
+    run: async (ctx) => (await import("./doctor.ts")).doctorCommand(ctx),
+  },
   version: {
     summary: "print the version, the Deno version and the target",
     usage: "usepod-agent version",

@@ -193,11 +193,11 @@ export class Discovery {
       warnUnderpriced(b, listed, this.#config());
       return { status, healthy: { target: { spec, base: url, apiKey }, listed } };
     } catch (err) {
-      status.lastError = `unreachable: ${(err as Error).message}`;
+      status.lastError = `unreachable: ${errorText(err)}`;
       this.#warnOnce(`${index}:unreachable`, "backend unreachable, skipped", {
         backend: b.kind,
         url,
-        error: (err as Error).message,
+        error: errorText(err),
       });
       return { status };
     }
@@ -241,6 +241,13 @@ export class Discovery {
       }
     };
   }
+}
+
+/** An error's message with its cause (fetch says only "fetch failed" and puts the why in cause). */
+function errorText(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? err.cause.message : undefined;
+  return cause && !err.message.includes(cause) ? `${err.message}: ${cause}` : err.message;
 }
 
 /** Warns when an advertised price is below the upstream cost plus the backend's markup. */
