@@ -1,5 +1,6 @@
-// Rolling job statistics: the real heartbeat values of PROTOCOL §3, counters since start and
-// the recent jobs the status server shows. Fed once per finished job; read as snapshots.
+// Rolling job statistics: the real heartbeat values of PROTOCOL §3, counters since start,
+// histograms of time to first chunk and duration, and the recent jobs the status server shows.
+// Fed once per finished job; read as snapshots.
 
 import type { FinishedJob } from "./executor.ts";
 import type { ErrorCode } from "./errors.ts";
@@ -15,6 +16,73 @@ export interface ModelCounters {
   jobs: Record<string, number>; // by outcome
   inputTokens: number;
   outputTokens: number;
+  /** Tokens of jobs that ended in job_done (what the coordinator bills). */
+  doneInputTokens: number;
+  doneOutputTokens: number;
+}
+
+/** Upper bounds (seconds) of the time-to-first-chunk histogram buckets. */
+export const FIRST_CHUNK_BOUNDS: readonly number[] = [
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+];
+/** Upper bounds (seconds) of the job duration histogram buckets. */
+export const DURATION_BOUNDS: readonly number[] = [
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+  120,
+  300,
+  600,
+];
+
+/**
+ * A fixed-bucket histogram (Prometheus semantics): `counts[i]` observations in
+ * (bounds[i-1], bounds[i]], the last slot above every bound; `sum` in the observed unit.
+ *
+ * @example
+ * ```ts
+ * const h = new Histogram([0.1, 1]);
+ * h.observe(0.5); // counts [0, 1, 0], sum 0.5, count 1
+ * ```
+ */
+export class Histogram {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+
+  observe(v: number): void {
+    let i = 0;
+    while (i < this.bounds.length && v > this.bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += v;
+    this.count++;
+  }
+}
+
+/** Per-model histograms since start (admitted jobs only; refusals have no timing). */
+export interface ModelHistograms {
+  /** Seconds from job receipt to the first chunk sent (jobs that sent one). */
+  firstChunk: Histogram;
+  /** Seconds from job receipt to the end of the stream. */
+  duration: Histogram;
 }
 
 /** Nearest-rank percentile of an ascending list; 0 when empty. */
@@ -47,6 +115,7 @@ export class Stats {
   #recent: FinishedJob[] = [];
   #lastError: { at: number; code: ErrorCode } | undefined;
   readonly byModel = new Map<string, ModelCounters>();
+  readonly histograms = new Map<string, ModelHistograms>();
   readonly totals = {
     jobs: 0,
     done: 0,
@@ -80,10 +149,29 @@ export class Stats {
       this.#lastError = { at: j.finishedAt, code: j.outcome as ErrorCode };
     }
     let m = this.byModel.get(j.model);
-    if (!m) this.byModel.set(j.model, m = { jobs: {}, inputTokens: 0, outputTokens: 0 });
+    if (!m) {
+      m = { jobs: {}, inputTokens: 0, outputTokens: 0, doneInputTokens: 0, doneOutputTokens: 0 };
+      this.byModel.set(j.model, m);
+    }
     m.jobs[j.outcome] = (m.jobs[j.outcome] ?? 0) + 1;
     m.inputTokens += j.inputTokens;
     m.outputTokens += j.outputTokens;
+    if (j.outcome === "job_done") {
+      m.doneInputTokens += j.inputTokens;
+      m.doneOutputTokens += j.outputTokens;
+    }
+    if (j.admitted) {
+      let h = this.histograms.get(j.model);
+      if (!h) {
+        h = {
+          firstChunk: new Histogram(FIRST_CHUNK_BOUNDS),
+          duration: new Histogram(DURATION_BOUNDS),
+        };
+        this.histograms.set(j.model, h);
+      }
+      if (j.firstChunkMs !== undefined) h.firstChunk.observe(j.firstChunkMs / 1000);
+      h.duration.observe(j.durationMs / 1000);
+    }
   }
 
   /** The last finished jobs, oldest first (at most 50). */
