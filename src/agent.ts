@@ -104,6 +104,11 @@ export class Agent {
     return this.#identity;
   }
 
+  /** True while every model is paused ({@link pause} without a model); read by the status server. */
+  get pausedAll(): boolean {
+    return this.#pausedAll;
+  }
+
   /** Runs until {@link shutdown} has finished. */
   async run(): Promise<void> {
     // Discovery starts alongside the first dial; auth_ok reuses it when it is fresh.
