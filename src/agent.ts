@@ -1,11 +1,14 @@
-// The running agent: wires config, identity, discovery, executor, stats and the coordinator
-// session, owns the background loops (session, rediscovery every 60 s), and implements
-// graceful drain and config reload. Started by the `run` command.
+// The running agent: wires config, identity, discovery, executor, stats, receipts, earnings,
+// alerts and the coordinator session, owns the background loops (session, rediscovery every
+// 60 s, earnings flush, alert checks), and implements graceful drain and config reload.
 
+import { Alerts, type AlertsOptions } from "./alerts.ts";
 import type { Config } from "./config.ts";
-import { adsKey, Discovery, type DiscoveryOptions } from "./discovery.ts";
+import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.ts";
+import { Earnings } from "./earnings.ts";
 import { Executor, type FinishedJob } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
+import { hasTerminal, Ledger, receiptBody } from "./ledger.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
 import { type Advert, Session, type SessionOptions, sleep } from "./session.ts";
@@ -26,6 +29,11 @@ export interface AgentOptions {
     >
   >;
   rediscoverMs?: number;
+  /** Overrides for tests: alert timers and fetch, the earnings flush interval. */
+  alerts?: Partial<
+    Pick<AlertsOptions, "fetch" | "tickMs" | "lostAfterMs" | "minJobs" | "attempts" | "retryBaseMs">
+  >;
+  earningsFlushMs?: number;
 }
 
 /**
@@ -44,6 +52,11 @@ export class Agent {
   readonly discovery: Discovery;
   readonly executor: Executor;
   readonly session: Session;
+  /** Signed receipts of every terminal frame (`receipts.jsonl` next to the identity file). */
+  readonly ledger: Ledger;
+  /** Money counters (`earnings.json` next to the identity file); `summary()` for the status. */
+  readonly earnings: Earnings;
+  readonly alerts: Alerts;
   readonly startedAt = Date.now();
   #config: Config;
   #identity: Identity;
@@ -87,6 +100,28 @@ export class Agent {
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
       ...opts.session,
     });
+    const dir = opts.config.identity.keyPath.replace(/[\\/][^\\/]*$/, "") || ".";
+    this.ledger = new Ledger({ path: `${dir}/receipts.jsonl`, identity: () => this.#identity });
+    this.earnings = new Earnings({
+      path: `${dir}/earnings.json`,
+      ...(opts.earningsFlushMs !== undefined ? { flushMs: opts.earningsFlushMs } : {}),
+    });
+    this.alerts = new Alerts({
+      config: () => this.#config.alerts,
+      agent: () => ({ pubkey: this.#identity.publicKeyB64, providerId: this.#identity.providerId }),
+      connection: () => this.session.status,
+      backends: () => this.discovery.current.backends,
+      ...opts.alerts,
+    });
+    this.onJobFinished((job) => this.#account(job));
+  }
+
+  /** Receipt, money and error-rate bookkeeping of one finished job: queues, never waits. */
+  #account(job: FinishedJob): void {
+    const price = this.discovery.current.byId.get(job.model) ?? priceOf(this.#config, job.model);
+    if (hasTerminal(job)) this.ledger.append(receiptBody(job, price));
+    this.earnings.record(job, price);
+    this.alerts.jobFinished(job);
   }
 
   /** Calls `listener` once for every job that ends or is refused (after the stats). */
@@ -115,7 +150,14 @@ export class Agent {
     const first = this.discovery.refresh().catch((err) => {
       log.error("discovery failed", { error: err });
     });
-    await Promise.all([first, this.session.run(), this.#rediscoverLoop()]);
+    const stop = this.#stopLoops.signal;
+    await Promise.all([
+      first,
+      this.session.run(),
+      this.#rediscoverLoop(),
+      this.earnings.run(stop),
+      this.alerts.run(stop),
+    ]);
   }
 
   /** The capabilities frame for the current discovery, pause and drain state. */
@@ -225,6 +267,7 @@ export class Agent {
     }
     this.#stopLoops.abort();
     await this.session.stop(1001, "agent shutting down");
+    await Promise.all([this.ledger.close(), this.earnings.flush()]);
     log.info("stopped", {});
   }
 }
