@@ -1,11 +1,14 @@
-// The `run` command: load config and identity, start the agent, and turn signals into
-// graceful drain (SIGTERM/SIGINT; a second one exits at once) and config reload (SIGHUP).
+// The `run` command: load config and identity, start the agent and its local status server, and
+// turn signals into graceful drain (SIGTERM/SIGINT; a second one exits at once) and config reload
+// (SIGHUP).
 
 import { Agent } from "./agent.ts";
 import { type CommandContext, loadForCommand } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { log, logToFile } from "./log.ts";
+import { agentSource } from "./status/snapshot.ts";
+import { checkStatusBind, startStatusServer } from "./status/server.ts";
 import { AGENT_VERSION } from "./version.ts";
 
 /** Runs the agent until a signal drains it; resolves with the exit code. */
@@ -13,6 +16,7 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
   const logFile = Deno.env.get("USEPOD_AGENT_LOG_FILE");
   if (logFile) logToFile(logFile);
   const config = await loadForCommand(ctx);
+  checkStatusBind(config.observability);
   const { identity, created, warnings } = await loadOrCreateIdentity(config.identity.keyPath);
   for (const w of warnings) log.warn(w);
   if (created) log.info("identity created", { path: identity.path, pubkey: identity.publicKeyB64 });
@@ -24,6 +28,8 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
     backends: config.backends.length,
     pubkey: identity.publicKeyB64,
   });
+  const status = startStatusServer(agentSource(agent), config.observability);
+  log.info("status server listening", { addr: status.addr, url: `http://${status.addr}/` });
 
   let signals = 0;
   const onStop = (sig: Deno.Signal) => () => {
@@ -53,6 +59,7 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
     await agent.run();
   } finally {
     for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    await status.shutdown();
   }
   return 0;
 }
