@@ -13,6 +13,22 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * A command that cannot go on for a reason the operator can act on: one line, and its exit code
+ * (1 unless the command documents another, e.g. 3 for "no agent found").
+ *
+ * @example
+ * ```ts
+ * throw new ExitError("no running agent found", 3);
+ * ```
+ */
+export class ExitError extends Error {
+  override name = "ExitError";
+  constructor(message: string, readonly exitCode = 1, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
 /** What every command gets: parsed flags and where to print. */
 export interface CommandContext {
   /** --config as given (undefined: the lookup order of PROTOCOL §9). */
@@ -60,6 +76,53 @@ export const COMMANDS: Record<string, CommandSpec> = {
     summary: "preflight: config, identity, backends, coordinator, clock, status port, service",
     usage: "usepod-agent doctor [--config PATH]",
     run: async (ctx) => (await import("./doctor.ts")).doctorCommand(ctx),
+  },
+  status: {
+    summary:
+      "ask the running agent's status server for a summary (exit 0 connected, 1 not, 3 none)",
+    usage: "usepod-agent status [--json] [--addr HOST:PORT] [--config PATH]",
+    options: {
+      json: { type: "boolean", help: "print the full GET /status document" },
+      addr: {
+        type: "string",
+        help: "status server address (default observability.prometheus_addr)",
+      },
+    },
+    run: async (ctx) => (await import("./status_command.ts")).statusCommand(ctx),
+  },
+  setup: {
+    summary: "pair this machine with the coordinator and write agent.toml",
+    usage: "usepod-agent setup [--coordinator URL] [--force] [--allow-no-backend] [--config PATH]",
+    options: {
+      coordinator: { type: "string", help: "the coordinator's https base (https://api.usepod.ai)" },
+      force: { type: "boolean", help: "replace an existing agent.toml (kept as agent.toml.bak)" },
+      "allow-no-backend": {
+        type: "boolean",
+        help: "pair even when no local inference server answers",
+      },
+    },
+    run: async (ctx) => (await import("./setup.ts")).setupCommand(ctx),
+  },
+  reload: {
+    summary: "make the running agent re-read agent.toml (SIGHUP)",
+    usage: "usepod-agent reload [--config PATH]",
+    run: async (ctx) => (await import("./reload_command.ts")).reloadCommand(ctx),
+  },
+  service: {
+    summary: "install|uninstall|start|stop|restart|status|logs [-f] the system service",
+    usage: "usepod-agent [--config PATH] [--log-level LEVEL] service ACTION [-f]",
+    options: {
+      follow: { type: "boolean", short: "f", help: "with logs: keep following the log" },
+    },
+    run: async (ctx) => (await import("./service_command.ts")).serviceCommand(ctx),
+  },
+  upgrade: {
+    summary: "install the latest (or a given) release over this one",
+    usage: "usepod-agent upgrade [--version TAG]",
+    options: {
+      version: { type: "string", help: "release tag to install, e.g. v0.4.1 (default: latest)" },
+    },
+    run: async (ctx) => (await import("./upgrade.ts")).upgradeCommand(ctx),
   },
   version: {
     summary: "print the version, the Deno version and the target",
@@ -195,6 +258,10 @@ export async function main(
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof IdentityError) {
       err(`error: ${e.message}`);
       return 1;
+    }
+    if (e instanceof ExitError) {
+      err(`error: ${e.message}`);
+      return e.exitCode;
     }
     err(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 2;
