@@ -130,9 +130,12 @@ export async function statusCommand(ctx: CommandContext): Promise<number> {
   try {
     res = await fetch(url, { headers, signal: AbortSignal.timeout(3000) });
   } catch (err) {
-    const why = err instanceof Error
-      ? (err.cause as Error | undefined)?.message ?? err.message
-      : "";
+    const message = err instanceof Error ? err.message : String(err);
+    const why = err instanceof DOMException && err.name === "TimeoutError"
+      ? "no answer within 3 s"
+      : /connection refused/i.test(message)
+      ? "connection refused"
+      : message;
     ctx.out(`no agent answers at ${url.host} (${why})`);
     return NO_AGENT;
   }
