@@ -8,7 +8,7 @@ import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.t
 import { Earnings } from "./earnings.ts";
 import { Executor, type FinishedJob } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
-import { hasTerminal, Ledger, receiptBody } from "./ledger.ts";
+import { besideIdentity, hasTerminal, Ledger, receiptBody } from "./ledger.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
 import { type Advert, Session, type SessionOptions, sleep } from "./session.ts";
@@ -100,10 +100,13 @@ export class Agent {
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
       ...opts.session,
     });
-    const dir = opts.config.identity.keyPath.replace(/[\\/][^\\/]*$/, "") || ".";
-    this.ledger = new Ledger({ path: `${dir}/receipts.jsonl`, identity: () => this.#identity });
+    const keyPath = opts.config.identity.keyPath;
+    this.ledger = new Ledger({
+      path: besideIdentity(keyPath, "receipts.jsonl"),
+      identity: () => this.#identity,
+    });
     this.earnings = new Earnings({
-      path: `${dir}/earnings.json`,
+      path: besideIdentity(keyPath, "earnings.json"),
       ...(opts.earningsFlushMs !== undefined ? { flushMs: opts.earningsFlushMs } : {}),
     });
     this.alerts = new Alerts({

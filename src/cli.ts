@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./config.ts";
 import { IdentityError, loadOrCreateIdentity } from "./identity.ts";
-import { isLevel, type Level, log, setFormat, setLevel } from "./log.ts";
+import { isLevel, type Level, log, type LogFormat, setFormat, setLevel } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 
 /** A problem with what the operator typed or configured: exit 1 with one line. */
@@ -34,6 +34,8 @@ export interface CommandContext {
   /** --config as given (undefined: the lookup order of PROTOCOL §9). */
   configPath: string | undefined;
   logLevel: Level | undefined;
+  /** --log-format as given (undefined: observability.log_format). */
+  logFormat?: LogFormat;
   allowInsecure: boolean;
   /** Values of the command's own flags. */
   flags: Record<string, string | boolean | undefined>;
@@ -52,6 +54,7 @@ interface CommandSpec {
 const GLOBAL_OPTIONS = {
   config: { type: "string", short: "c" },
   "log-level": { type: "string" },
+  "log-format": { type: "string" },
   "allow-insecure": { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -116,6 +119,27 @@ export const COMMANDS: Record<string, CommandSpec> = {
     },
     run: async (ctx) => (await import("./service_command.ts")).serviceCommand(ctx),
   },
+  receipts: {
+    summary: "list the signed job receipts; --verify checks signatures and the hash chain",
+    usage: "usepod-agent receipts [--since DATE] [--verify] [--json] [--file PATH] [--config PATH]",
+    options: {
+      since: { type: "string", help: "only receipts from this UTC date or RFC 3339 time on" },
+      verify: {
+        type: "boolean",
+        help: "check every signature and the chain; exit 1 at the first broken line",
+      },
+      json: { type: "boolean", help: "print the receipts as stored (JSON lines)" },
+      file: {
+        type: "string",
+        help: "ledger to read (default: receipts.jsonl beside the identity)",
+      },
+      pubkey: {
+        type: "string",
+        help: "with --verify: the base64 key every receipt must be signed by",
+      },
+    },
+    run: async (ctx) => (await import("./receipts_command.ts")).receiptsCommand(ctx),
+  },
   upgrade: {
     summary: "install the latest (or a given) release over this one",
     usage: "usepod-agent upgrade [--version TAG]",
@@ -167,6 +191,7 @@ export function helpText(command?: string): string {
     "global flags:",
     "  -c, --config PATH         agent.toml to use (default: the platform config dir, then ./agent.toml)",
     "  --log-level LEVEL         debug | info | warn | error (overrides observability.log_level)",
+    "  --log-format FORMAT       text | json, one object a line (overrides observability.log_format)",
     "  --allow-insecure          allow a ws:// coordinator URL (development only)",
     "  -h, --help                show help (also: usepod-agent help COMMAND)",
   ].join("\n");
@@ -176,7 +201,7 @@ function commandName(args: string[]): { name: string; index: number } {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === "--") break;
-    if (a === "-c" || a === "--config" || a === "--log-level") {
+    if (a === "-c" || a === "--config" || a === "--log-level" || a === "--log-format") {
       i++;
       continue;
     }
@@ -215,6 +240,10 @@ export function parseCommandLine(
   if (level !== undefined && (typeof level !== "string" || !isLevel(level))) {
     throw new UsageError(`--log-level: expected debug, info, warn or error, got "${level}"`);
   }
+  const format = v["log-format"];
+  if (format !== undefined && format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format: expected text or json, got "${format}"`);
+  }
   const flags: Record<string, string | boolean | undefined> = {};
   for (const k of Object.keys(spec.options ?? {})) flags[k] = v[k];
   return {
@@ -224,6 +253,7 @@ export function parseCommandLine(
     ctx: {
       configPath: typeof v.config === "string" ? v.config : undefined,
       logLevel: level as Level | undefined,
+      ...(format !== undefined ? { logFormat: format } : {}),
       allowInsecure: v["allow-insecure"] === true,
       flags,
       args: parsed.positionals,
@@ -253,6 +283,7 @@ export async function main(
       return 0;
     }
     if (ctx.logLevel) setLevel(ctx.logLevel);
+    if (ctx.logFormat) setFormat(ctx.logFormat);
     return await spec.run(ctx);
   } catch (e) {
     if (e instanceof UsageError || e instanceof ConfigError || e instanceof IdentityError) {
@@ -272,7 +303,7 @@ export async function main(
 export async function loadForCommand(ctx: CommandContext) {
   const config = await loadConfig(ctx.configPath, { allowInsecure: ctx.allowInsecure });
   setLevel(ctx.logLevel ?? config.observability.logLevel);
-  setFormat(config.observability.logFormat);
+  setFormat(ctx.logFormat ?? config.observability.logFormat);
   return config;
 }
 
