@@ -7,6 +7,7 @@ import { type CommandContext, loadForCommand } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { log, logToFile } from "./log.ts";
+import { holdAgentPidFile } from "./pidfile.ts";
 import { agentSource } from "./status/snapshot.ts";
 import { checkStatusBind, startStatusServer } from "./status/server.ts";
 import { AGENT_VERSION } from "./version.ts";
@@ -55,10 +56,13 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
   ];
   if (Deno.build.os !== "windows") handlers.push(["SIGHUP", onHup]);
   for (const [sig, h] of handlers) Deno.addSignalListener(sig, h);
+  // For `usepod-agent reload` when the status server cannot be asked.
+  const pidFile = await holdAgentPidFile(identity.path);
   try {
     await agent.run();
   } finally {
     for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+    pidFile?.release();
     await status.shutdown();
   }
   return 0;

@@ -1,0 +1,164 @@
+// The real agent as a subprocess (`deno run -A main.ts …`) for lifecycle and CLI tests (issue 4):
+// run a command to completion, or spawn the agent, read its output line by line as it comes, wait
+// for a line, signal it, collect its exit; and agent.toml text for the test coordinator.
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** What a finished command printed and exited with. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `main.ts` with `args` to completion.
+ *
+ * @example
+ * ```ts
+ * const { code, stdout } = await runCli(["version"]);
+ * ```
+ */
+export async function runCli(
+  args: string[],
+  opts: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...opts.env },
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** A running `main.ts` whose stdout and stderr are read line by line. */
+export class AgentProcess {
+  readonly child: Deno.ChildProcess;
+  /** Every line printed so far, stdout and stderr interleaved in arrival order. */
+  readonly lines: string[] = [];
+  /** Resolves once the process has exited and both streams are read to their end. */
+  readonly exited: Promise<Deno.CommandStatus>;
+  #waiters: { re: RegExp; resolve: (line: string) => void }[] = [];
+
+  constructor(args: string[], opts: { env?: Record<string, string>; cwd?: string } = {}) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", ...opts.env },
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    }).spawn();
+    const reading = Promise.all([this.#read(this.child.stdout), this.#read(this.child.stderr)]);
+    this.exited = reading.then(() => this.child.status);
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** The first line (printed so far or later) matching `re`. */
+  waitForLine(re: RegExp): Promise<string> {
+    const seen = this.lines.find((l) => re.test(l));
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve) => this.#waiters.push({ re, resolve }));
+  }
+
+  /** Sends a signal; ignored when the process is already gone. */
+  kill(signal: Deno.Signal): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** Kills the process if it still runs and waits for it: for `finally` blocks. */
+  async stop(): Promise<Deno.CommandStatus> {
+    this.kill("SIGKILL");
+    return await this.exited;
+  }
+
+  /** All output so far, for assertion messages. */
+  get output(): string {
+    return this.lines.join("\n");
+  }
+
+  async #read(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop() ?? "";
+      for (const line of parts) this.#line(line);
+    }
+    if (rest) this.#line(rest);
+  }
+
+  #line(line: string): void {
+    this.lines.push(line);
+    this.#waiters = this.#waiters.filter((
+      w,
+    ) => (w.re.test(line) ? (w.resolve(line), false) : true));
+  }
+}
+
+/**
+ * Rejects with `message` when `p` has not settled within `ms`; the timer never outlives the race.
+ *
+ * @example
+ * ```ts
+ * const status = await within(agent.exited, 5_000, "agent did not exit");
+ * ```
+ */
+export async function within<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Fields of {@link agentToml}. */
+export interface AgentTomlOptions {
+  coordinatorUrl: string;
+  keyPath: string;
+  /** `[[backends]]` entries (see backendToml in stack.ts). */
+  backends?: string;
+  defaultInput?: number;
+  defaultOutput?: number;
+  maxConcurrent?: number;
+  drainTimeoutS?: number;
+  /** Default "127.0.0.1:0": no fixed port, so parallel agents never collide. */
+  prometheusAddr?: string;
+}
+
+/** A complete agent.toml for a subprocess agent against the test coordinator. */
+export function agentToml(o: AgentTomlOptions): string {
+  return `[coordinator]
+url = "${o.coordinatorUrl}"
+
+[identity]
+key_path = "${o.keyPath}"
+
+${o.backends ?? ""}
+[pricing]
+default_input_per_1m = ${o.defaultInput ?? 500_000}
+default_output_per_1m = ${o.defaultOutput ?? 750_000}
+
+[limits]
+max_concurrent = ${o.maxConcurrent ?? 8}
+drain_timeout_s = ${o.drainTimeoutS ?? 30}
+
+[observability]
+prometheus_addr = "${o.prometheusAddr ?? "127.0.0.1:0"}"
+log_level = "info"
+`;
+}
