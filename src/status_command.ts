@@ -130,12 +130,15 @@ export async function statusCommand(ctx: CommandContext): Promise<number> {
   try {
     res = await fetch(url, { headers, signal: AbortSignal.timeout(3000) });
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    let message = "";
+    for (let e: unknown = err, i = 0; e !== undefined && i < 4; e = (e as Error).cause, i++) {
+      message += ` ${e instanceof Error ? e.message : String(e)}`;
+    }
     const why = err instanceof DOMException && err.name === "TimeoutError"
       ? "no answer within 3 s"
       : /connection refused/i.test(message)
       ? "connection refused"
-      : message;
+      : message.trim();
     ctx.out(`no agent answers at ${url.host} (${why})`);
     return NO_AGENT;
   }

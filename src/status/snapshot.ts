@@ -174,12 +174,28 @@ export function usdc(microUsdc: number): string {
   return (Math.round(microUsdc) / 1e6).toFixed(6);
 }
 
-/** Secret values of a config: enrollment code, status token and the API keys its backends name. */
+/**
+ * Secret values of a config: enrollment code, status token, alert webhook URL, the API keys its
+ * backends name, and passwords written into URLs.
+ *
+ * @example
+ * ```ts
+ * const secrets = configSecrets(config, (name) => Deno.env.get(name));
+ * ```
+ */
 export function configSecrets(
   config: Config,
   env: (name: string) => string | undefined,
 ): string[] {
-  const out = [config.coordinator.enrollmentCode, config.observability.statusToken];
+  const out = [
+    config.coordinator.enrollmentCode,
+    config.observability.statusToken,
+    config.alerts.webhookUrl,
+  ];
+  for (const u of [config.coordinator.url, ...config.backends.map((b) => b.url)]) {
+    const parsed = u === undefined ? null : URL.parse(u);
+    if (parsed?.password) out.push(parsed.password, decodeURIComponent(parsed.password));
+  }
   for (const b of config.backends) if (b.apiKeyEnv) out.push(env(b.apiKeyEnv));
   return out.filter((s): s is string => s !== undefined && s.length >= 4);
 }
