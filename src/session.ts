@@ -40,9 +40,25 @@ export interface SessionOptions {
   connect?: (opts: WsConnectOptions) => Promise<WsClient>;
   handshakeTimeoutMs?: number;
   heartbeatMs?: number;
-  /** Ping interval; the link is declared dead after `deadLinkMs` without inbound bytes. */
+  /**
+   * Ping interval; the link is declared dead after `deadLinkMs` without inbound bytes or
+   * without flush progress, checked every {@link linkCheckMs}.
+   */
   pingMs?: number;
   deadLinkMs?: number;
+}
+
+/** Dead-link defaults: a ping every 10 s; dead after 40 s without a sign of life. */
+export const DEFAULT_PING_MS = 10_000;
+export const DEFAULT_DEAD_LINK_MS = 40_000;
+
+/**
+ * How often the link is checked: 1/40 of the dead-link window (1 s at the defaults), at most
+ * once per ping. A dead link is declared at most this long after its window has passed, so
+ * the defaults detect a silent coordinator within 41 s.
+ */
+export function linkCheckMs(pingMs: number, deadLinkMs: number): number {
+  return Math.max(1, Math.min(pingMs, Math.ceil(deadLinkMs / 40)));
 }
 
 /** A capabilities frame and a key of what it advertises (equal keys: nothing changed). */
@@ -210,7 +226,7 @@ export class Session {
         (err) => log.error("capabilities not sent", { error: err }),
       );
       timers.push(setInterval(() => ws.send(o.heartbeat()), o.heartbeatMs ?? 15_000));
-      timers.push(this.#watchLink(ws));
+      timers.push(...this.#watchLink(ws));
       await this.#readLoop(ws);
       await caps;
       const close = await ws.closed;
@@ -289,12 +305,15 @@ export class Session {
   }
 
   /** Pings the coordinator and drops a link that shows no sign of life (dead-link detection). */
-  #watchLink(ws: WsClient): ReturnType<typeof setInterval> {
-    const pingMs = this.#o.pingMs ?? 10_000;
-    const deadMs = this.#o.deadLinkMs ?? 40_000;
+  #watchLink(ws: WsClient): ReturnType<typeof setInterval>[] {
+    const pingMs = this.#o.pingMs ?? DEFAULT_PING_MS;
+    const deadMs = this.#o.deadLinkMs ?? DEFAULT_DEAD_LINK_MS;
     let flushed = ws.flushedTotal;
     let flushedAt = performance.now();
-    return setInterval(() => {
+    // Checked more often than pinged: checking only at ping ticks let a link whose last pong
+    // landed just after a tick live on until the fifth tick (50 s at the defaults).
+    const check = setInterval(() => {
+      if (!ws.open) return;
       const now = performance.now();
       if (ws.flushedTotal !== flushed || ws.bufferedAmount === 0) {
         flushed = ws.flushedTotal;
@@ -308,10 +327,9 @@ export class Session {
           unflushedBytes: ws.bufferedAmount,
         });
         ws.abort("dead link");
-        return;
       }
-      ws.ping();
-    }, pingMs);
+    }, linkCheckMs(pingMs, deadMs));
+    return [setInterval(() => ws.ping(), pingMs), check];
   }
 
   #logClose(c: WsClose): void {
