@@ -116,7 +116,8 @@ function draw(s) {
     { t: num(j.input_tokens), n: true }, { t: num(j.output_tokens), n: true },
     { t: ms(j.duration_ms), n: true }, { t: ms(j.first_chunk_ms), n: true },
   ], "no job finished yet");
-  rows("earnings", k.by_model, (m) => [
+  const billed = k.by_model.filter((m) => m.billed_input_tokens + m.billed_output_tokens > 0);
+  rows("earnings", billed, (m) => [
     { t: m.model }, { t: num(m.billed_input_tokens), n: true }, { t: num(m.billed_output_tokens), n: true },
     { t: perM(m.input_per_1m) + " / " + perM(m.output_per_1m), n: true }, { t: usdc(m.earned_micro_usdc), n: true },
   ], "nothing earned yet");
