@@ -1,9 +1,11 @@
 // The dev coordinator: the test coordinator (tests/harness/coordinator.ts) as a standalone
 // server for trying an agent by hand. Agents dial ws://127.0.0.1:PORT/provider/connect;
-// `POST /dev/job` dispatches a job to the newest authenticated agent and streams back its bytes.
+// `POST /dev/job` dispatches a job to the newest authenticated agent and streams back its bytes;
+// `usepod-agent setup --coordinator http://127.0.0.1:PORT --allow-insecure` pairs against it (§8).
 
 import { parseArgs } from "node:util";
 import { type CoordSession, TestCoordinator } from "../tests/harness/coordinator.ts";
+import { PairingService } from "../tests/harness/pairing.ts";
 
 /** Adds the /dev/job route: body {model_id, messages?|prompt?, format?, deadline_ms?}. */
 export function devRoutes(
@@ -65,15 +67,29 @@ function relay(session: CoordSession, jobId: string): ReadableStream<Uint8Array>
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { port: { type: "string", default: "8787" } },
+    options: {
+      port: { type: "string", default: "8787" },
+      "auto-approve": { type: "boolean", default: false },
+    },
   });
   const holder: { coord?: TestCoordinator } = {};
+  const pairing = new PairingService({ autoApprove: values["auto-approve"] });
+  const jobs = devRoutes(() => holder.coord!);
   const coord = await TestCoordinator.start({
     port: Number(values.port),
-    http: devRoutes(() => holder.coord!),
+    http: (req) => pairing.handle(req) ?? jobs(req),
   });
   holder.coord = coord;
+  const base = `http://127.0.0.1:${coord.port}`;
   console.log(`dev coordinator on ${coord.url}`);
+  console.log(
+    `  pair an agent:  deno task start setup --coordinator ${base} --allow-insecure  (then enter the code at ${base}/host/pair${
+      values["auto-approve"] ? "; --auto-approve: approved at once" : ""
+    },`,
+  );
+  console.log(
+    `                  or curl -X POST ${base}/dev/pair/approve -d '{"pair_code":"<code>"}')`,
+  );
   console.log(
     `  run an agent:   deno task start --allow-insecure --config agent.toml  (coordinator.url = "${coord.url}")`,
   );

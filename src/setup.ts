@@ -46,6 +46,8 @@ export interface SetupOptions {
   allowInsecure: boolean;
   /** Pair even when no backend answers (the file then has no [[backends]]). */
   allowNoBackend: boolean;
+  /** Identity file; default PROTOCOL §7's `~/.usepod-agent/identity.key`, expanded. */
+  keyPath?: string;
   /** Servers to probe; default the four well-known local ports. */
   probes?: readonly ProbeTarget[];
   probeTimeoutMs?: number;
@@ -215,7 +217,10 @@ async function savePairing(
     throw new ExitError(`cannot write ${o.configPath}: ${(err as Error).message}`);
   }
   const priced = active.modelConfig.length;
-  const insecure = o.allowInsecure && urls.connectUrl.startsWith("ws:") ? " --allow-insecure" : "";
+  const flags = [
+    ...(o.configPath === defaultConfigPath() ? [] : [`--config ${o.configPath}`]),
+    ...(urls.connectUrl.startsWith("ws:") ? ["--allow-insecure"] : []),
+  ];
   return [
     `paired: provider_id ${active.providerId}`,
     `  config:     ${o.configPath}${bak ? ` (previous file kept as ${bak})` : ""}`,
@@ -224,8 +229,7 @@ async function savePairing(
     } priced by the coordinator`,
     `  identity:   ${identity.path}`,
     `  host token: ${tokenPath} (mode 0600)`,
-    `start the agent: usepod-agent --config ${o.configPath}${insecure}`,
-    `or as a service: sudo usepod-agent --config ${o.configPath}${insecure} service install`,
+    `start the agent: ${["usepod-agent", ...flags].join(" ")}`,
   ];
 }
 
@@ -261,7 +265,7 @@ export async function setup(o: SetupOptions): Promise<number> {
       `cannot write the config at ${o.configPath}: ${unwritable} (choose another path with --config)`,
     );
   }
-  const keyPath = baseConfig(o.configPath, urls.connectUrl).identity.keyPath;
+  const keyPath = o.keyPath ?? baseConfig(o.configPath, urls.connectUrl).identity.keyPath;
   const { identity, created, warnings } = await loadOrCreateIdentity(keyPath);
   for (const w of warnings) o.out(`warning: ${w}`);
   let paired = false;

@@ -127,13 +127,15 @@ export async function checkWritable(path: string): Promise<string | undefined> {
   }
 }
 
-/** Does anything exist at `path`? */
+/** Does anything exist at `path`? (False when a parent is not a directory.) */
 export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);
     return true;
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
+    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+      return false;
+    }
     throw err;
   }
 }

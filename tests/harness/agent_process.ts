@@ -4,6 +4,22 @@
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
+/**
+ * This deno's cache dir, passed on to every subprocess: a test that moves HOME must not make
+ * deno look for its npm packages (and download them) under the new HOME.
+ */
+const DENO_DIR = Deno.env.get("DENO_DIR") ??
+  JSON.parse(
+    new TextDecoder().decode(
+      (await new Deno.Command(Deno.execPath(), { args: ["info", "--json"], stderr: "null" })
+        .output()).stdout,
+    ),
+  ).denoDir as string;
+
+function childEnv(env: Record<string, string> | undefined): Record<string, string> {
+  return { NO_COLOR: "1", DENO_DIR, ...env };
+}
+
 /** What a finished command printed and exited with. */
 export interface CliResult {
   code: number;
@@ -28,7 +44,7 @@ export async function runCli(
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...opts.env },
+    env: childEnv(opts.env),
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   }).output();
   const dec = new TextDecoder();
@@ -50,7 +66,7 @@ export class AgentProcess {
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", ...opts.env },
+      env: childEnv(opts.env),
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
     }).spawn();
     const reading = Promise.all([this.#read(this.child.stdout), this.#read(this.child.stderr)]);
