@@ -310,16 +310,24 @@ export class Session {
     const deadMs = this.#o.deadLinkMs ?? DEFAULT_DEAD_LINK_MS;
     let flushed = ws.flushedTotal;
     let flushedAt = performance.now();
+    let backlogged = false;
+    let drainingAt = -Infinity;
     // Checked more often than pinged: checking only at ping ticks let a link whose last pong
     // landed just after a tick live on until the fifth tick (50 s at the defaults).
     const check = setInterval(() => {
       if (!ws.open) return;
       const now = performance.now();
-      if (ws.flushedTotal !== flushed || ws.bufferedAmount === 0) {
+      const moved = ws.flushedTotal !== flushed;
+      const backlog = ws.bufferedAmount > 0;
+      // A queue that stays blocked yet drains shows the coordinator reading: a sign of life
+      // as good as a pong, which on a slow uplink waits behind that queue.
+      if (moved && backlog && backlogged) drainingAt = now;
+      backlogged = backlog;
+      if (moved || !backlog) {
         flushed = ws.flushedTotal;
         flushedAt = now;
       }
-      const silent = now - ws.lastInboundAt;
+      const silent = now - Math.max(ws.lastInboundAt, drainingAt);
       const stuck = now - flushedAt;
       if (silent > deadMs || stuck > deadMs) {
         log.warn("coordinator link dead, reconnecting", {
