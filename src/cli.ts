@@ -192,7 +192,7 @@ export function helpText(command?: string): string {
     "  -c, --config PATH         agent.toml to use (default: the platform config dir, then ./agent.toml)",
     "  --log-level LEVEL         debug | info | warn | error (overrides observability.log_level)",
     "  --log-format FORMAT       text | json, one object a line (overrides observability.log_format)",
-    "  --allow-insecure          allow a ws:// coordinator URL (development only)",
+    "  --allow-insecure          allow ws:// and http:// coordinators and an http:// installer (development only)",
     "  -h, --help                show help (also: usepod-agent help COMMAND)",
   ].join("\n");
 }
