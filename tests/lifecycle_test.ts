@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { type CoordSession, type Frame, TestCoordinator } from "./harness/coordinator.ts";
 import { type FakeBackend, type Script, startFakeBackend } from "./harness/fake_backend.ts";
+import { readLivePid } from "../src/pidfile.ts";
 import { backendToml } from "./harness/stack.ts";
 import {
   AgentProcess,
@@ -254,4 +255,15 @@ Deno.test("usepod-agent reload exits 3 when no agent runs, even with a pid file 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("run holds agent.pid beside the identity while it runs and removes it when it exits", async () => {
+  await withAgent({}, async ({ agent, dir }) => {
+    const pidPath = `${dir}/agent.pid`;
+    assert.equal(await Deno.readTextFile(pidPath), `${agent.pid}\n`);
+    assert.equal(await readLivePid(pidPath), agent.pid);
+    agent.kill("SIGTERM");
+    assert.equal((await within(agent.exited, WAIT_MS, "agent did not exit")).code, 0);
+    await assert.rejects(Deno.stat(pidPath), Deno.errors.NotFound);
+  });
 });
