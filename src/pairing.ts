@@ -2,6 +2,8 @@
 // from its https base, `POST /v1/host/pair/issue` and `POST /v1/host/pair/poll`, with every
 // answer checked before use. Used by the `setup` command (src/setup.ts).
 
+import type { BackendKind } from "./config.ts";
+
 /** The production coordinator's https base. */
 export const DEFAULT_COORDINATOR = "https://api.usepod.ai";
 /** Where operators enter a pair code for the production coordinator. */
@@ -65,7 +67,7 @@ export function coordinatorUrls(base: string, allowInsecure: boolean): Coordinat
 
 /** A backend as the poll's `capabilities.backends` reports it. */
 export interface PairBackend {
-  kind: string;
+  kind: BackendKind;
   url: string;
   models: string[];
 }

@@ -143,7 +143,7 @@ async function waitForApproval(
   urls: CoordinatorUrls,
   code: PairCode,
   backends: PairBackend[],
-): Promise<PollResult | undefined> {
+): Promise<Exclude<PollResult, { status: "pending" }> | undefined> {
   const signal = o.signal;
   const pollMs = o.pollMs ?? 800;
   let frame = 0;
@@ -295,7 +295,6 @@ export async function setup(o: SetupOptions): Promise<number> {
           "setup again for a new code",
       );
     }
-    if (result.status !== "active") throw new Error(`unexpected poll status ${result.status}`);
     paired = true;
     for (const line of await savePairing(o, urls, identity, backends, result)) o.out(line);
     return 0;

@@ -51,10 +51,7 @@ export function pairedConfig(
     : Math.min(256, Math.max(1, ...caps));
   return {
     ...base,
-    backends: backends.map((b) => ({
-      kind: b.kind as Config["backends"][number]["kind"],
-      url: b.url,
-    })),
+    backends: backends.map((b) => ({ kind: b.kind, url: b.url })),
     pricing: { ...base.pricing, models },
     limits: { ...base.limits, maxConcurrent },
   };

@@ -97,8 +97,9 @@ export async function upgradeCommand(ctx: CommandContext): Promise<number> {
   if (tag !== undefined) env.USEPOD_VERSION = tag;
   const execPath = Deno.execPath();
   const prefix = installPrefix(execPath);
-  if (Deno.env.get("USEPOD_PREFIX")) {
-    ctx.out(`install prefix: ${Deno.env.get("USEPOD_PREFIX")} (from USEPOD_PREFIX)`);
+  const operatorPrefix = Deno.env.get("USEPOD_PREFIX");
+  if (operatorPrefix) {
+    ctx.out(`install prefix: ${operatorPrefix} (from USEPOD_PREFIX)`);
   } else if (prefix !== undefined) {
     env.USEPOD_PREFIX = prefix;
     ctx.out(`install prefix: ${prefix} (replacing the running ${execPath})`);
