@@ -267,3 +267,22 @@ Deno.test("run holds agent.pid beside the identity while it runs and removes it 
     await assert.rejects(Deno.stat(pidPath), Deno.errors.NotFound);
   });
 });
+
+Deno.test("the status server reports draining during the drain", async () => {
+  await withAgent(
+    { script: { hang: "after-headers" }, toml: { drainTimeoutS: 2 } },
+    async ({ agent, session, backend }) => {
+      const line = await within(agent.waitForLine(/status server listening/), WAIT_MS, "no status");
+      const addr = /addr=(\S+)/.exec(line)![1]!;
+      session.sendJob({ model_id: MODEL, deadline_ms: 60_000 });
+      await within(backend.waitForRequests(1), WAIT_MS, "backend not asked");
+      agent.kill("SIGTERM");
+      await within(session.nth("capabilities", 2), WAIT_MS, "not draining");
+      const status = await (await fetch(`http://${addr}/status`)).json();
+      assert.equal(status.draining, true);
+      assert.equal(status.coordinator.state, "draining");
+      assert.equal(status.limits.in_flight, 1);
+      assert.equal((await within(agent.exited, WAIT_MS, "agent did not exit")).code, 0);
+    },
+  );
+});
