@@ -73,6 +73,8 @@ class PreAuthError extends Error {
 }
 
 const UNREACHABLE_AFTER = 10;
+const UNTRUSTED_CA_HINT = "the coordinator's certificate is not signed by a trusted CA: " +
+  "put that CA in coordinator.ca_file (or DENO_CERT)";
 
 /**
  * Keeps one authenticated connection to the coordinator alive until stopped.
@@ -204,7 +206,9 @@ export class Session {
       if (this.#stop.signal.aborted) return false;
       const why = describe(dial.signal.aborted ? dial.signal.reason : err);
       this.#status.lastError = `connect failed: ${why}`;
-      log.warn("coordinator connect failed", { url: o.url.href, error: why });
+      // rustls says "invalid peer certificate: UnknownIssuer": name the operator's fix too.
+      const hint = /UnknownIssuer/.test(why) ? { hint: UNTRUSTED_CA_HINT } : {};
+      log.warn("coordinator connect failed", { url: o.url.href, error: why, ...hint });
       return false;
     } finally {
       clearTimeout(dialTimer);
