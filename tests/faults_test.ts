@@ -7,11 +7,11 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { Backoff } from "../src/backoff.ts";
 import { Discovery } from "../src/discovery.ts";
-import { Executor, type FinishedJob } from "../src/executor.ts";
+import { Executor } from "../src/executor.ts";
 import type { Identity } from "../src/identity.ts";
 import { setLevel, setSink } from "../src/log.ts";
 import { DEFAULT_DEAD_LINK_MS, DEFAULT_PING_MS, linkCheckMs, Session } from "../src/session.ts";
-import { connectWs, type WsClient, type WsClose, type WsEvent } from "../src/ws.ts";
+import type { WsClient, WsClose, WsEvent } from "../src/ws.ts";
 import type { CoordSession, Frame } from "./harness/coordinator.ts";
 import {
   expectedOf,
@@ -19,83 +19,12 @@ import {
   type PlanBackend,
   startPlanBackend,
 } from "./harness/plan_backend.ts";
-import { TcpProxy } from "./harness/proxy.ts";
-import { type Stack, type StackOptions, startStack } from "./harness/stack.ts";
+import { withProxiedStack } from "./harness/proxied_stack.ts";
+import type { StackOptions } from "./harness/stack.ts";
 import { within } from "./harness/spawned_agent.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const WAIT = 10_000;
-
-/** A send the agent attempted on one of its connections. */
-interface Sent {
-  link: number;
-  type: string;
-  jobId: string | undefined;
-  open: boolean;
-  at: number;
-}
-
-interface Rig {
-  stack: Stack;
-  proxy: TcpProxy;
-  /** Terminal frames (job_done / job_error) the agent tried to send, per connection. */
-  terminals: Sent[];
-  /** The agent's connections, in dial order. */
-  links: WsClient[];
-  finished: FinishedJob[];
-  /** The first session, authenticated, its first capabilities received. */
-  first: CoordSession;
-}
-
-/**
- * The in-process stack with the agent dialling the coordinator through a {@link TcpProxy}. Every
- * connection's sends are watched for terminal frames.
- */
-async function withProxiedStack(opts: StackOptions, fn: (rig: Rig) => Promise<void>) {
-  const ready = Promise.withResolvers<TcpProxy>();
-  const terminals: Sent[] = [];
-  const links: WsClient[] = [];
-  const stack = await startStack({
-    limits: "[limits]\nmax_concurrent = 8\ndrain_timeout_s = 1",
-    ...opts,
-    session: {
-      backoff: new Backoff({ baseMs: 100, random: () => 0.5 }),
-      ...opts.session,
-      connect: async (o) => {
-        const proxy = await ready.promise;
-        const ws = await connectWs({ ...o, url: new URL(proxy.wsUrl()) });
-        const link = links.push(ws) - 1;
-        const send = ws.send.bind(ws);
-        ws.send = (text: string) => {
-          const m = /^\{"type":"(job_done|job_error)","job_id":"([^"]+)"/.exec(text);
-          if (m) {
-            terminals.push({
-              link,
-              type: m[1]!,
-              jobId: m[2],
-              open: ws.open,
-              at: performance.now(),
-            });
-          }
-          return send(text);
-        };
-        return ws;
-      },
-    },
-  });
-  const proxy = TcpProxy.start({ target: { hostname: "127.0.0.1", port: stack.coord.port } });
-  ready.resolve(proxy);
-  const finished: FinishedJob[] = [];
-  stack.agent.onJobFinished((j) => finished.push(j));
-  try {
-    const first = await within(stack.coord.authenticated(0), WAIT, "first auth");
-    await within(first.waitFor((f) => f.type === "capabilities"), WAIT, "first capabilities");
-    await fn({ stack, proxy, terminals, links, finished, first });
-  } finally {
-    await stack.stop();
-    await proxy.close();
-  }
-}
 
 /** Captures log lines while `fn` runs. */
 async function capturingLogs<T>(fn: (lines: string[]) => Promise<T>): Promise<T> {
