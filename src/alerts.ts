@@ -23,7 +23,7 @@ export interface AlertsOptions {
   config: () => Config["alerts"];
   /** Who is alerting: the agent's public key (base64) and provider_id. */
   agent: () => { pubkey: string; providerId: string | undefined };
-  connection: () => Pick<SessionStatus, "state" | "lastError">;
+  connection: () => Pick<SessionStatus, "state" | "lastError" | "lastAuthAt">;
   backends: () => readonly Pick<BackendStatus, "kind" | "url" | "state" | "lastError">[];
   fetch?: typeof fetch;
   now?: () => number;
@@ -59,6 +59,7 @@ export class Alerts {
   #deliveries = new Set<Promise<void>>();
   #lostSince: number | undefined;
   #lostAlerted = false;
+  #lastAuthSeen: number | undefined;
   #downAlerted = new Set<string>();
   #jobs: { at: number; failed: boolean; code: string }[] = [];
   #rateHigh = false;
@@ -101,8 +102,12 @@ export class Alerts {
   }
 
   #checkCoordinator(now: number): void {
-    const { state, lastError } = this.#o.connection();
-    if (state === "authenticated" || state === "draining" || state === "stopped") {
+    const { state, lastError, lastAuthAt } = this.#o.connection();
+    // Authenticated since the last check, even briefly: a new episode starts now.
+    const reconnected = lastAuthAt !== this.#lastAuthSeen;
+    this.#lastAuthSeen = lastAuthAt;
+    const connected = state === "authenticated" || state === "draining" || state === "stopped";
+    if (connected || reconnected) {
       if (this.#lostAlerted) {
         this.#emit("coordinator_restored", {
           "lost_s": Math.round((now - this.#lostSince!) / 1000),
@@ -110,8 +115,8 @@ export class Alerts {
       }
       this.#lostSince = undefined;
       this.#lostAlerted = false;
-      return;
     }
+    if (connected) return;
     this.#lostSince ??= now;
     if (!this.#lostAlerted && now - this.#lostSince >= (this.#o.lostAfterMs ?? 60_000)) {
       this.#lostAlerted = true;
