@@ -76,16 +76,32 @@ function renderValue(v: unknown): string {
   return String(v);
 }
 
+/**
+ * One JSON object: `time`, `level`, `msg`, then the fields (an Error as its message; a field
+ * named like one of the first three gets a leading `_`). Never throws: a value JSON cannot hold
+ * (a bigint, a cycle) is written as its string.
+ */
+function jsonLine(time: string, level: Level, msg: string, fields?: Fields): string {
+  const rec: Fields = { time, level, msg };
+  for (const [k, v] of Object.entries(fields ?? {})) {
+    const key = k === "time" || k === "level" || k === "msg" ? `_${k}` : k;
+    rec[key] = v instanceof Error ? v.message : v;
+  }
+  try {
+    return JSON.stringify(rec, (_k, v) => typeof v === "bigint" ? v.toString() : v);
+  } catch {
+    const safe: Record<string, string> = {};
+    for (const [k, v] of Object.entries(rec)) safe[k] = typeof v === "string" ? v : String(v);
+    return JSON.stringify(safe);
+  }
+}
+
 function write(level: Level, msg: string, fields?: Fields): void {
   if (RANK[level] < threshold) return;
   const time = new Date().toISOString();
   let line: string;
   if (format === "json") {
-    const rec: Fields = { time, level, msg };
-    for (const [k, v] of Object.entries(fields ?? {})) {
-      rec[k] = v instanceof Error ? v.message : v;
-    }
-    line = JSON.stringify(rec);
+    line = jsonLine(time, level, msg, fields);
   } else {
     line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
     for (const [k, v] of Object.entries(fields ?? {})) line += ` ${k}=${renderValue(v)}`;
