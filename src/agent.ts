@@ -8,7 +8,8 @@ import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.t
 import { Earnings } from "./earnings.ts";
 import { Executor, type FinishedJob } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
-import { besideIdentity, hasTerminal, Ledger, receiptBody } from "./ledger.ts";
+import { hasTerminal, Ledger, receiptBody } from "./ledger.ts";
+import { besideIdentity } from "./paths.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
 import { type Advert, Session, type SessionOptions, sleep } from "./session.ts";

@@ -86,20 +86,6 @@ export function canonicalJson(fields: Readonly<Record<string, Scalar>>): string 
   return `{${parts.join(",")}}`;
 }
 
-/**
- * A file in the identity file's directory, where the ledger and the earnings state live.
- *
- * @example
- * ```ts
- * besideIdentity("/home/op/.usepod-agent/identity.key", "receipts.jsonl");
- * // "/home/op/.usepod-agent/receipts.jsonl"
- * ```
- */
-export function besideIdentity(keyPath: string, name: string): string {
-  const cut = Math.max(keyPath.lastIndexOf("/"), keyPath.lastIndexOf("\\"));
-  return cut < 0 ? name : `${keyPath.slice(0, cut + 1)}${name}`;
-}
-
 /** Lowercase hex SHA-256 of a string's UTF-8 bytes. */
 export function sha256Hex(text: string): string {
   return createHash("sha256").update(text).digest("hex");

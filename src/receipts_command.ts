@@ -3,7 +3,8 @@
 // rotated files, naming the first broken line (exit 1).
 
 import { type CommandContext, loadForCommand, UsageError } from "./cli.ts";
-import { besideIdentity, earnedMicroUsdc, type Receipt } from "./ledger.ts";
+import { earnedMicroUsdc, type Receipt } from "./ledger.ts";
+import { besideIdentity } from "./paths.ts";
 import { readLedger, verifyLedger } from "./ledger_verify.ts";
 
 /** Parses --since: a UTC date `YYYY-MM-DD` or an RFC 3339 time; returns epoch ms. */
