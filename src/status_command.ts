@@ -4,6 +4,7 @@
 
 import { type CommandContext, UsageError } from "./cli.ts";
 import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
+import type { EarningsDoc, PeriodDoc } from "./status/earnings_doc.ts";
 import type { StatusDoc } from "./status/snapshot.ts";
 
 /** Exit code when no agent answers at the address. */
@@ -100,7 +101,26 @@ export function summary(s: StatusDoc, now: number): string[] {
       n(k.output_tokens)
     } out; earned ${k.earned_usdc} USDC`,
   );
+  if (s.earnings) lines.push(...money(s.earnings));
   return lines;
+}
+
+/** The money table: today (UTC), 7 days and since start, in columns. */
+function money(e: EarningsDoc): string[] {
+  const cols = [e.today, e.last_7d, e.since_start];
+  // Columns of 21: two spaces at least before a 19-character reason or a long token pair.
+  const cellsOf = (cells: string[]) => cells.map((c) => `  ${c.padStart(19)}`).join("");
+  const row = (label: string, cell: (p: PeriodDoc) => string) =>
+    `  ${label.padEnd(12)}${cellsOf(cols.map(cell))}`;
+  return [
+    `${"money:".padEnd(14)}${cellsOf(["today (UTC)", "7 days", "since start"])}`,
+    row("jobs", (p) => n(p.jobs)),
+    row("tokens", (p) => `${n(p.input_tokens)}/${n(p.output_tokens)}`),
+    row("earned USDC", (p) => p.earned_usdc),
+    row("missed USDC", (p) => p.missed_usdc),
+    row("missed jobs", (p) => n(p.missed_jobs)),
+    row("top reason", (p) => p.top_missed_reason ?? "-"),
+  ];
 }
 
 async function configFor(ctx: CommandContext): Promise<Config | undefined> {

@@ -1,12 +1,17 @@
 // Money counters (issue 8): earnings at advertised prices, missed revenue per model and reason
 // with its size estimate, UTC-day periods, the state file (atomic, reloaded, set aside when
-// corrupt, intact after kill -9) and the agent's counters over real sockets.
+// corrupt, intact after kill -9), the agent's counters over real sockets, and their display in
+// /status, `usepod-agent status` and the status page.
 
 import assert from "node:assert/strict";
 import { Earnings, OTHER_MODELS } from "../src/earnings.ts";
 import type { FinishedJob } from "../src/executor.ts";
 import { setLevel, setSink } from "../src/log.ts";
-import { startStack } from "./harness/stack.ts";
+import { chromium } from "playwright-core";
+import { startStatusServer } from "../src/status/server.ts";
+import { agentSource, type StatusDoc } from "../src/status/snapshot.ts";
+import { summary } from "../src/status_command.ts";
+import { type Stack, startStack } from "./harness/stack.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const PRICE = { inputPer1m: 300_000, outputPer1m: 450_000 };
@@ -291,4 +296,89 @@ Deno.test("the agent counts earnings and missed revenue of real jobs and saves t
   } finally {
     await stack.stop();
   }
+});
+
+/** A stack with a status server, one job done and one refused, each period holding both. */
+async function withMoney(fn: (stack: Stack, base: string) => Promise<void>): Promise<void> {
+  const stack = await startStack({
+    backends: [{ kind: "vllm", scripts: { [MODEL]: { deltas: 3, inputTokens: 17 } } }],
+  });
+  const server = startStatusServer(agentSource(stack.agent), { prometheusAddr: "127.0.0.1:0" });
+  try {
+    const s = await stack.coord.authenticated(0);
+    await s.waitFor((f) => f.type === "capabilities");
+    await s.collect(s.sendJob({ model_id: MODEL }));
+    await s.collect(s.sendJob({ model_id: "not/served" }));
+    await fn(stack, `http://${server.addr}`);
+  } finally {
+    await server.shutdown();
+    await stack.stop();
+  }
+}
+
+Deno.test("/status and `usepod-agent status` show money for today, 7 days and since start", async () => {
+  await withMoney(async (stack, base) => {
+    const doc = await (await fetch(`${base}/status`)).json() as StatusDoc;
+    const e = doc.earnings!;
+    const expected = stack.agent.earnings.summary();
+    for (
+      const [p, t] of [[e.today, expected.today], [e.last_7d, expected.last7d], [
+        e.since_start,
+        expected.sinceStart,
+      ]] as const
+    ) {
+      assert.equal(p.jobs, 1);
+      assert.equal(p.input_tokens, 17);
+      assert.equal(p.earned_micro_usdc, t.earnedMicroUsdc);
+      assert.equal(p.earned_usdc, (Math.round(t.earnedMicroUsdc) / 1e6).toFixed(6));
+      assert.equal(p.missed_jobs, 1);
+      assert.equal(p.missed_micro_usdc, t.missedMicroUsdc);
+      assert.equal(p.top_missed_reason, "model_not_loaded");
+      assert.deepEqual(p.missed_by_reason.model_not_loaded, {
+        jobs: 1,
+        micro_usdc: t.missedMicroUsdc,
+      });
+    }
+    assert.deepEqual(e.by_model.map((m) => m.model).sort(), [MODEL, "not/served"]);
+    const lines = summary(doc, Date.now());
+    const at = lines.findIndex((l) => l.startsWith("money:"));
+    assert.match(lines[at]!, /^money:\s+today \(UTC\)\s+7 days\s+since start$/);
+    assert.match(lines[at + 1]!, /^ {2}jobs\s+1\s+1\s+1$/);
+    const earned = e.today.earned_usdc;
+    assert.equal(lines[at + 3], `  earned USDC ${`  ${earned.padStart(19)}`.repeat(3)}`);
+    assert.match(
+      lines[at + 6]!,
+      /^ {2}top reason\s+model_not_loaded\s+model_not_loaded\s+model_not_loaded$/,
+    );
+  });
+});
+
+Deno.test("the status page draws the money table from /status without an error", async () => {
+  await withMoney(async (_stack, base) => {
+    const profile = await Deno.makeTempDir({ prefix: "usepod-chromium-" });
+    const context = await chromium.launchPersistentContext(profile, {
+      executablePath: "/usr/bin/chromium",
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+    });
+    const problems: string[] = [];
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      page.on("pageerror", (err) => problems.push(err.message));
+      page.on("console", (m) => m.type() === "error" && problems.push(m.text()));
+      await page.goto(`${base}/`);
+      const row = page.locator("#money tr").first();
+      await row.locator("td").nth(6).filter({ hasText: "model_not_loaded" }).waitFor({
+        timeout: 10_000,
+      });
+      const cells = await row.locator("td").allTextContents();
+      assert.equal(cells[0], "today (UTC)");
+      assert.equal(cells[1], "1");
+      assert.equal(cells[5], "1");
+      assert.equal(await page.locator("#money tr").count(), 3);
+      assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+      await Deno.remove(profile, { recursive: true });
+    }
+  });
 });

@@ -1,6 +1,6 @@
 // The operator's status page served at GET /: one self-contained HTML document (inline CSS and
 // JS, no external assets, embedded here so it works in a compiled binary or a bundle) that
-// fetches /status every 2 s and draws connection, backends, models, jobs and earnings.
+// fetches /status every 2 s and draws connection, money, backends, models, jobs and earnings.
 
 const STYLE = `
 :root { color-scheme: light dark; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; --dim: #6e7781; }
@@ -96,6 +96,13 @@ function draw(s) {
     card("tokens in / out", num(k.input_tokens) + " / " + num(k.output_tokens), "tokens"),
     card("earned (USDC)", usdc(k.earned_micro_usdc), "earned"),
   );
+  const e = s.earnings;
+  const periods = e ? [["today (UTC)", e.today], ["7 days", e.last_7d], ["since start", e.since_start]] : [];
+  rows("money", periods, ([label, p]) => [
+    { t: label }, { t: num(p.jobs), n: true }, { t: num(p.input_tokens) + " / " + num(p.output_tokens), n: true },
+    { t: p.earned_usdc, n: true }, { t: p.missed_usdc, n: true }, { t: num(p.missed_jobs), n: true },
+    { t: p.top_missed_reason },
+  ], "no earnings reported by this agent");
   rows("backends", s.backends, (b) => [
     { t: b.kind }, { t: b.url }, { node: badge(b.health) }, { t: ms(b.latency_ms), n: true },
     { t: b.models.join(", ") }, { t: b.last_error },
@@ -154,6 +161,8 @@ const BODY = `<!doctype html>
 <div class="sub" id="conn"></div>
 <div id="error" role="alert"></div>
 <div class="cards" id="cards"></div>
+<h2>Money <span class="dim">(USDC at the advertised prices; missed: what refused or failed jobs would have brought)</span></h2>
+<table><thead><tr><th>period</th><th class="n">jobs</th><th class="n">tokens in / out</th><th class="n">earned</th><th class="n">missed</th><th class="n">missed jobs</th><th>top missed reason</th></tr></thead><tbody id="money"></tbody></table>
 <h2>Backends</h2>
 <table><thead><tr><th>kind</th><th>url</th><th>health</th><th class="n">latency</th><th>models</th><th>last error</th></tr></thead><tbody id="backends"></tbody></table>
 <h2>Models <span class="dim">(prices in USDC per million tokens)</span></h2>

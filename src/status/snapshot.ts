@@ -7,6 +7,7 @@ import type { Config } from "../config.ts";
 import { priceOf } from "../discovery.ts";
 import type { ModelHistograms } from "../stats.ts";
 import { AGENT_NAME, AGENT_VERSION } from "../version.ts";
+import { type EarningsDoc, earningsDoc } from "./earnings_doc.ts";
 
 /** One backend as /status shows it. */
 export interface BackendDoc {
@@ -116,6 +117,8 @@ export interface StatusDoc {
     "earned_usdc": string;
     "by_model": ModelCountersDoc[];
   };
+  /** Money over today / 7 days / this process / all time (absent from agents before it). */
+  "earnings"?: EarningsDoc;
 }
 
 /** What the status app reads; every call returns fresh values and changes nothing. */
@@ -355,5 +358,6 @@ function agentStatus(agent: Agent, now: number, pid: number): StatusDoc {
       "earned_usdc": usdc(earned),
       "by_model": byModel,
     },
+    "earnings": earningsDoc(agent.earnings.summary(now)),
   };
 }
