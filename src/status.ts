@@ -5,7 +5,8 @@
 import { Hono } from "hono";
 import { log } from "./log.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./status/metrics.ts";
-import { redact, type StatusDoc, type StatusSource } from "./status/snapshot.ts";
+import type { StatusDoc } from "./status/doc.ts";
+import { redact, type StatusSource } from "./status/snapshot.ts";
 
 export interface StatusAppOptions {
   /** The configured listen host (`127.0.0.1`, `::1`, `0.0.0.0`, `10.0.0.5`, `localhost`). */

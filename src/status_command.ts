@@ -5,7 +5,7 @@
 import { type CommandContext, UsageError } from "./cli.ts";
 import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
 import type { EarningsDoc, PeriodDoc } from "./status/earnings_doc.ts";
-import type { StatusDoc } from "./status/snapshot.ts";
+import type { StatusDoc } from "./status/doc.ts";
 
 /** Exit code when no agent answers at the address. */
 export const NO_AGENT = 3;

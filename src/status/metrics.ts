@@ -3,7 +3,7 @@
 // connection state, reconnects, backend up/down and latency, time to first chunk and duration.
 
 import type { Histogram, ModelHistograms } from "../stats.ts";
-import type { StatusDoc } from "./snapshot.ts";
+import type { StatusDoc } from "./doc.ts";
 
 /** Content-Type of the text exposition format. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,125 +1,23 @@
-// What the status server shows: the /status document (snake_case JSON, built field by field from
-// the agent's live state, never by spreading an object, so no secret can ride along), the source
-// the app reads it through, and the redaction of known secret values from every response.
+// The /status document built from the agent's live state, field by field (never by spreading an
+// object, so no secret can ride along); the source the status app reads it through; and the
+// redaction of known secret values from every response.
 
 import type { Agent } from "../agent.ts";
 import type { Config } from "../config.ts";
 import { priceOf } from "../discovery.ts";
 import type { ModelHistograms } from "../stats.ts";
 import { AGENT_NAME, AGENT_VERSION } from "../version.ts";
-import { type EarningsDoc, earningsDoc } from "./earnings_doc.ts";
+import type { ModelCountersDoc, StatusDoc } from "./doc.ts";
+import { earningsDoc } from "./earnings_doc.ts";
 
-/** One backend as /status shows it. */
-export interface BackendDoc {
-  "index": number;
-  "kind": string;
-  "url": string;
-  "health": string;
-  "latency_ms": number | null;
-  "last_error": string | null;
-  "models": string[];
-  "checked_at": string | null;
-}
-
-/** One advertised model with its price (micro-USDC per million tokens) and slots. */
-export interface ModelDoc {
-  "model_id": string;
-  "backend": string;
-  "input_per_1m": number;
-  "output_per_1m": number;
-  "max_concurrent": number;
-  "slots_in_use": number;
-  "context_window": number | null;
-  "formats": string[];
-  "paused": boolean;
-}
-
-/** A job in flight. */
-export interface ActiveJobDoc {
-  "job_id": string;
-  "model": string;
-  "backend": string;
-  "format": string;
-  "received_at": string;
-  "age_ms": number;
-  "bytes": number;
-  "output_tokens": number;
-  "first_chunk_ms": number | null;
-}
-
-/** A finished (or refused) job: outcome is `job_done`, an error code, `cancelled` or `disconnected`. */
-export interface FinishedJobDoc {
-  "job_id": string;
-  "model": string;
-  "backend": string | null;
-  "outcome": string;
-  "message": string | null;
-  "input_tokens": number;
-  "output_tokens": number;
-  "duration_ms": number;
-  "first_chunk_ms": number | null;
-  "bytes": number;
-  "finished_at": string;
-}
-
-/** Counters of one model since start, with what its job_done tokens earned at today's prices. */
-export interface ModelCountersDoc {
-  "model": string;
-  "jobs": Record<string, number>;
-  "input_tokens": number;
-  "output_tokens": number;
-  "billed_input_tokens": number;
-  "billed_output_tokens": number;
-  "input_per_1m": number;
-  "output_per_1m": number;
-  "earned_micro_usdc": number;
-}
-
-/** The GET /status document. */
-export interface StatusDoc {
-  "agent": string;
-  "version": string;
-  "pid": number;
-  "started_at": string;
-  "uptime_s": number;
-  "time": string;
-  "public_key": string;
-  "provider_id": string | null;
-  "coordinator": {
-    "url": string;
-    "state": string;
-    "state_since": string;
-    "next_retry_at": string | null;
-    "last_auth_at": string | null;
-    "reconnects": number;
-    "consecutive_failures": number;
-    "last_error": string | null;
-  };
-  "draining": boolean;
-  "limits": {
-    "max_concurrent": number;
-    "max_tokens_per_minute": number | null;
-    "in_flight": number;
-  };
-  "backends": BackendDoc[];
-  "models": ModelDoc[];
-  "jobs_in_flight": ActiveJobDoc[];
-  "recent_jobs": FinishedJobDoc[];
-  "counters": {
-    "jobs": number;
-    "job_done": number;
-    "errors": number;
-    "refused": number;
-    "cancelled": number;
-    "input_tokens": number;
-    "output_tokens": number;
-    "earned_micro_usdc": number;
-    "earned_usdc": string;
-    "by_model": ModelCountersDoc[];
-  };
-  /** Money over today / 7 days / this process / all time (absent from agents before it). */
-  "earnings"?: EarningsDoc;
-}
+export type {
+  ActiveJobDoc,
+  BackendDoc,
+  FinishedJobDoc,
+  ModelCountersDoc,
+  ModelDoc,
+  StatusDoc,
+} from "./doc.ts";
 
 /** What the status app reads; every call returns fresh values and changes nothing. */
 export interface StatusSource {
