@@ -2,7 +2,7 @@
 // enroll, version, help). Every command returns an exit code: 0 ok, 1 bad config or usage
 // (one line naming the problem), 2 an unexpected internal error. Larger commands load lazily.
 
-import { parseArgs } from "node:util";
+import { parseFlags } from "./args.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { IdentityError, loadOrCreateIdentity } from "./identity.ts";
 import { isLevel, type Level, log, type LogFormat, setFormat, setLevel } from "./log.ts";
@@ -226,14 +226,9 @@ export function parseCommandLine(
   );
   let parsed;
   try {
-    parsed = parseArgs({
-      args: rest,
-      options: { ...GLOBAL_OPTIONS, ...own },
-      allowPositionals: true,
-      strict: true,
-    });
+    parsed = parseFlags(rest, { ...GLOBAL_OPTIONS, ...own });
   } catch (err) {
-    throw new UsageError((err as Error).message.split("\n")[0]!.replace(/\. To specify.*$/, ""));
+    throw new UsageError((err as Error).message);
   }
   const v = parsed.values as Record<string, string | boolean | undefined>;
   const level = v["log-level"];

@@ -5,6 +5,7 @@ import type { BackendConfig, Config } from "./config.ts";
 import { formatsOf, KINDS, type KindSpec } from "./backends/kinds.ts";
 import type { FetchJson, ListedModel } from "./backends/probe.ts";
 import type { Target } from "./backends/client.ts";
+import { request as http1Request } from "./backends/http1.ts";
 import { log } from "./log.ts";
 import type { ModelAd, WireFormat } from "./protocol.ts";
 
@@ -70,7 +71,7 @@ export function baseOf(b: BackendConfig): string {
 export class Discovery {
   #config: () => Config;
   #env: (name: string) => string | undefined;
-  #fetch: typeof fetch;
+  #fetch: typeof fetch | undefined;
   #timeoutMs: number;
   #now: () => number;
   #current: DiscoveryResult = EMPTY;
@@ -80,7 +81,7 @@ export class Discovery {
   constructor(config: () => Config, opts: DiscoveryOptions = {}) {
     this.#config = config;
     this.#env = opts.env ?? ((n) => Deno.env.get(n));
-    this.#fetch = opts.fetch ?? fetch;
+    this.#fetch = opts.fetch;
     this.#timeoutMs = opts.timeoutMs ?? 2500;
     this.#now = opts.now ?? Date.now;
   }
@@ -220,26 +221,42 @@ export class Discovery {
         const headers: Record<string, string> = { accept: "application/json" };
         if (apiKey) headers.authorization = `Bearer ${apiKey}`;
         if (init) headers["content-type"] = "application/json";
-        const res = await this.#fetch(url, {
+        if (!this.#fetch && url.startsWith("http:")) {
+          // Plain-HTTP backends through the agent's own client, like their completions.
+          const res = await http1Request({
+            method: init?.method ?? "GET",
+            url: new URL(url),
+            headers,
+            signal: ac.signal,
+            ...(init ? { body: utf8.encode(JSON.stringify(init.body)) } : {}),
+          });
+          return { status: res.status, body: parseJson(await res.text(MODEL_LIST_LIMIT)) };
+        }
+        const res = await (this.#fetch ?? fetch)(url, {
           method: init?.method ?? "GET",
           headers,
           signal: ac.signal,
           ...(init ? { body: JSON.stringify(init.body) } : {}),
         });
-        const text = await res.text();
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          body = undefined;
-        }
-        return { status: res.status, body };
+        return { status: res.status, body: parseJson(await res.text()) };
       } catch (err) {
         throw ac.signal.aborted ? ac.signal.reason : err;
       } finally {
         clearTimeout(timer);
       }
     };
+  }
+}
+
+const utf8 = new TextEncoder();
+/** Model lists can be long (an OpenRouter-style proxy); bodies past this are cut. */
+const MODEL_LIST_LIMIT = 8 * 1024 * 1024;
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 

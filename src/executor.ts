@@ -2,12 +2,13 @@
 // deadline and cancel through one AbortController per job, the relay of backend bytes with
 // backpressure, and exactly one terminal frame per job (none after a cancel or a lost link).
 
-import { createHash, type Hash } from "node:crypto";
 import { type BodyStream, openCompletion } from "./backends/client.ts";
 import type { DiscoveryResult, Route, ServedModel } from "./discovery.ts";
 import { BackendError, type ErrorCode } from "./errors.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
+import { streamHash } from "./digest.ts";
+import { Sha256 } from "./sha256.ts";
 import { UsageMeter } from "./usage.ts";
 
 /** The outbound side of one coordinator connection, as jobs use it (a WsClient). */
@@ -84,13 +85,13 @@ class Stop {
 
 const MIN_JOB_SHARE = 256 * 1024;
 /** SHA-256 of zero bytes: the digest of a job that relayed nothing. */
-const EMPTY_SHA256 = createHash("sha256").digest("hex");
+const EMPTY_SHA256 = new Sha256().hex();
 
 class RunningJob implements ActiveJob {
   readonly controller = new AbortController();
   readonly head: string;
   bytes = 0;
-  readonly hash: Hash = createHash("sha256");
+  readonly hash = streamHash();
   firstChunkMs: number | undefined;
   meter: UsageMeter;
   /** Bytes this job queued that may not be flushed yet, and where its last frame ended. */
@@ -390,7 +391,7 @@ export class Executor {
         firstChunkMs: job.firstChunkMs,
         durationMs,
         bytes: job.bytes,
-        sha256: job.hash.digest("hex"),
+        sha256: job.hash.hex(),
         receivedAt: job.receivedAt,
         finishedAt: Date.now(),
         admitted: true,

@@ -2,11 +2,11 @@
 // identity file. Canonical encoding, Ed25519 signature, a hash chain that continues across
 // size-rotated files, an append queue kept off the job path, and verification of it all.
 
-import { createHash } from "node:crypto";
 import type { ModelPrice } from "./config.ts";
 import type { FinishedJob } from "./executor.ts";
 import type { Identity } from "./identity.ts";
 import { log } from "./log.ts";
+import { Sha256 } from "./sha256.ts";
 
 /** `prev` of the first receipt of a ledger: 64 zeros. */
 export const GENESIS = "0".repeat(64);
@@ -86,9 +86,11 @@ export function canonicalJson(fields: Readonly<Record<string, Scalar>>): string 
   return `{${parts.join(",")}}`;
 }
 
+const utf8 = new TextEncoder();
+
 /** Lowercase hex SHA-256 of a string's UTF-8 bytes. */
 export function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return new Sha256().update(utf8.encode(text)).hex();
 }
 
 /** Whether a finished job got a terminal frame (and so a receipt): not cancels or lost links. */

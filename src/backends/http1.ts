@@ -2,7 +2,6 @@
 // plain-http local backends (coalesced 64 KiB reads instead of fetch's one chunk per HTTP chunk).
 // Owns framing, chunked decoding, cancellation, and the backend_unreachable / internal error mapping.
 
-import { lookup } from "node:dns/promises";
 import { BackendError } from "../errors.ts";
 
 /** One request to a plain-http backend. */
@@ -46,7 +45,6 @@ const OWNED = new Set([
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** IPv4 as the URL parser normalises it, or IPv6 (brackets already removed). */
-const IP_LITERAL = /^(\d+\.\d+\.\d+\.\d+|.*:.*)$/;
 const STATUS_LINE = /^HTTP\/1\.\d (\d{3})(?: (.*))?$/;
 
 const CR = 13, LF = 10, SP = 32, HT = 9, SEMI = 59;
@@ -116,9 +114,8 @@ function encodeHead(req: StreamRequest, where: string): Uint8Array {
 }
 
 /**
- * Connects to the first address of `hostname` that accepts, in resolver order (Deno.connect alone
- * tries only the first: `localhost` as ::1 would miss a backend bound to 127.0.0.1). Raced
- * against the signal; a connection that lands after an abort is closed.
+ * Connects to `hostname`; Deno.connect tries every address it resolves to (Happy Eyeballs), so
+ * `localhost` reaches a backend bound to 127.0.0.1 or ::1. The signal aborts the attempt.
  */
 async function connect(
   hostname: string,
@@ -126,36 +123,12 @@ async function connect(
   where: string,
   signal: AbortSignal,
 ): Promise<Deno.TcpConn> {
-  let onAbort = () => {};
-  const aborted = new Promise<never>((_, reject) => onAbort = () => reject(signal.reason));
-  signal.addEventListener("abort", onAbort, { once: true });
-  let failure: unknown;
   try {
-    const addresses = IP_LITERAL.test(hostname)
-      ? [hostname]
-      : (await Promise.race([lookup(hostname, { all: true }), aborted])).map((a) => a.address);
-    for (const address of addresses) {
-      const connecting = Deno.connect({ hostname: address, port, transport: "tcp" });
-      try {
-        return await Promise.race([connecting, aborted]);
-      } catch (err) {
-        if (signal.aborted) {
-          connecting.then((conn) => conn.close(), () => {});
-          throw err;
-        }
-        failure ??= err;
-      }
-    }
+    return await Deno.connect({ hostname, port, transport: "tcp", signal });
   } catch (err) {
     if (signal.aborted) throw signal.reason;
-    failure = err;
-  } finally {
-    signal.removeEventListener("abort", onAbort);
+    throw new BackendError("backend_unreachable", `${where}: ${describe(err)}`, { cause: err });
   }
-  failure ??= new Error("no address found");
-  throw new BackendError("backend_unreachable", `${where}: ${describe(failure)}`, {
-    cause: failure,
-  });
 }
 
 /** Short, stable wording for socket errors. */
@@ -166,7 +139,9 @@ function describe(err: unknown): string {
   if (err instanceof Deno.errors.TimedOut) return "connection timed out";
   if (err instanceof Deno.errors.BrokenPipe) return "connection closed by the backend";
   const message = err instanceof Error ? err.message : String(err);
-  if (/ENOTFOUND|EAI_AGAIN|EAI_NONAME/.test(message)) return `name not resolved (${message})`;
+  if (/failed to lookup|Name or service not known|EAI_/i.test(message)) {
+    return `name not resolved (${message})`;
+  }
   return message;
 }
 
