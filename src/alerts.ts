@@ -130,7 +130,7 @@ export class Alerts {
   #checkBackends(): void {
     const seen = new Set<string>();
     for (const b of this.#o.backends()) {
-      const url = withoutUserinfo(b.url);
+      const url = withoutSecrets(b.url);
       const key = `${b.kind} ${url}`;
       seen.add(key);
       const detail = { "kind": b.kind, "url": url };
@@ -231,14 +231,9 @@ export function scrubUrls(text: string): string {
   return text.replace(/[a-z][a-z0-9+.-]*:\/\/[^\s)]+/gi, "<url>");
 }
 
-function withoutUserinfo(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username === "" && u.password === "") return url;
-    u.username = "";
-    u.password = "";
-    return u.href.replace(/\/$/, "");
-  } catch {
-    return url;
-  }
+/** A URL without user, password, query or fragment (any of which may hold a secret). */
+function withoutSecrets(url: string): string {
+  const u = URL.parse(url);
+  if (!u) return "<invalid url>";
+  return `${u.protocol}//${u.host}${u.pathname === "/" && !url.endsWith("/") ? "" : u.pathname}`;
 }

@@ -368,6 +368,27 @@ Deno.test("without a webhook an alert is only logged", () => {
   }
 });
 
+Deno.test("a backend URL in an alert carries no user, password or query", () => {
+  let posted = "";
+  const alerts = new Alerts({
+    config: () => ({ webhookUrl: "http://127.0.0.1:1/hook", errorRateThreshold: 0.5 }),
+    agent: () => ({ pubkey: "cHVia2V5", providerId: undefined }),
+    connection: () => ({ state: "authenticated", lastError: undefined, lastAuthAt: 1 }),
+    backends: () => [{
+      kind: "vllm",
+      url: "http://op:pw-secret@127.0.0.1:8000/v1?key=q-secret",
+      state: "down",
+      lastError: "refused",
+    }],
+    fetch: (_url, init) => {
+      posted = String(init?.body);
+      return Promise.resolve(new Response());
+    },
+  });
+  alerts.check();
+  assert.equal(JSON.parse(posted).detail.url, "http://127.0.0.1:8000/v1");
+});
+
 Deno.test("error messages lose every URL before they are logged", () => {
   assert.equal(
     scrubUrls("error sending request for url (https://h.example/x?token=abc): refused"),
