@@ -91,9 +91,9 @@ function table(ctx: CommandContext, path: string, rows: Receipt[]): void {
     if (r.outcome === "job_done") done++;
     lines.push([
       r.time.replace(/\.\d+Z$/, "Z"),
-      r.job_id,
-      r.model,
-      r.outcome,
+      printable(r.job_id),
+      printable(r.model),
+      printable(r.outcome),
       String(r.input_tokens),
       String(r.output_tokens),
       e.toFixed(2),
@@ -111,4 +111,10 @@ function table(ctx: CommandContext, path: string, rows: Receipt[]): void {
     `${rows.length} receipt(s), ${done} job_done, earned ${earned.toFixed(2)} µUSDC ` +
       `(${(earned / 1e6).toFixed(6)} USDC)`,
   );
+}
+
+/** Text from the ledger as a terminal may show it: control characters become U+FFFD. */
+function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, "\ufffd");
 }

@@ -406,6 +406,23 @@ Deno.test("receipts --verify exits 0 on an intact ledger and 1 naming the first 
   }
 });
 
+Deno.test("receipts shows control characters of a model id as U+FFFD, never raw", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "usepod-ledger-" });
+  try {
+    const { identity } = await loadOrCreateIdentity(`${dir}/identity.key`);
+    const path = `${dir}/receipts.jsonl`;
+    const ledger = new Ledger({ path, identity: () => identity });
+    ledger.append(receiptBody(finished(0, { model: "evil\u001b[2J\tmodel" }), PRICE));
+    await ledger.close();
+    const out: string[] = [];
+    await main(["receipts", "--file", path], (l) => out.push(l));
+    assert.ok(out[1]!.includes("evil\ufffd[2J\ufffdmodel"), out[1]);
+    assert.ok(!out.join("\n").includes("\u001b"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("receipts --since refuses a value that is not a date", async () => {
   const err: string[] = [];
   const code = await main(
