@@ -24,6 +24,13 @@ export const AGENT_PERMISSIONS = [
   "--allow-sys=uid", // Deno.uid(): `service` checks it runs as root
 ];
 
+/**
+ * V8 flags the agent runs with (compiled in; `deno task start` passes the same). A 2 MiB young
+ * generation keeps the relay's short-lived strings from growing the heap: peak RSS in the
+ * 64 × 500 burst went from ~101 to ~82 MiB with no measurable CPU cost (deno task bench).
+ */
+export const AGENT_V8_FLAGS = ["--v8-flags=--max-semi-space-size=2"];
+
 type Os = "linux" | "darwin" | "windows";
 type Arch = "x64" | "arm64";
 
@@ -199,7 +206,13 @@ export async function compileTarget(
       if (await exists(`${ROOT}${asset}`)) includes.push("--include", asset);
     }
     const args = ["compile", "--target", target, "--output", staged, "--exclude-unused-npm"];
-    const result = await runDeno([...args, ...AGENT_PERMISSIONS, ...includes, entry]);
+    const result = await runDeno([
+      ...args,
+      ...AGENT_PERMISSIONS,
+      ...AGENT_V8_FLAGS,
+      ...includes,
+      entry,
+    ]);
     if (!result.ok) {
       if (
         /Setting up base binary|error sending request for url \(https:\/\/dl\.deno\.land/.test(

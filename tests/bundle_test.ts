@@ -4,7 +4,7 @@
 // reads that would break inside `deno compile`.
 
 import assert from "node:assert/strict";
-import { AGENT_PERMISSIONS } from "../scripts/build.ts";
+import { AGENT_PERMISSIONS, AGENT_V8_FLAGS } from "../scripts/build.ts";
 import { TestCoordinator } from "./harness/coordinator.ts";
 import { startFakeBackend } from "./harness/fake_backend.ts";
 
@@ -36,6 +36,7 @@ Deno.test("the bundled agent authenticates, serves a job and drains on SIGTERM",
         "--no-npm",
         "--no-remote",
         ...AGENT_PERMISSIONS,
+        ...AGENT_V8_FLAGS,
         "out/usepod-agent.js",
         "--config",
         "agent.toml",
@@ -72,4 +73,9 @@ Deno.test("the bundled agent authenticates, serves a job and drains on SIGTERM",
     await backend.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("deno task start runs the agent with the V8 flags the binary is compiled with", async () => {
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
+  for (const flag of AGENT_V8_FLAGS) assert.ok(tasks.start.split(" ").includes(flag), tasks.start);
 });

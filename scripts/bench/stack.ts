@@ -2,6 +2,7 @@
 // direct client as helpers, agents spawned from a written agent.toml (a Fleet), and one round of
 // jobs through an agent or of direct reads, with CPU readings around it.
 
+import { AGENT_V8_FLAGS } from "../build.ts";
 import { nowEpoch, type Reply } from "./common.ts";
 import { Child } from "./procs.ts";
 
@@ -118,7 +119,7 @@ export function spawnAgent(
   config: string,
   level: "warn" | "info",
   probe: boolean,
-  denoFlags: string[] = [],
+  denoFlags: string[] = AGENT_V8_FLAGS,
 ): Child {
   return new Child(name, {
     args: [MAIN, "--config", config, "--allow-insecure", "--log-level", level],
