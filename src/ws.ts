@@ -39,9 +39,13 @@ const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const READ_SIZE = 64 * 1024;
 const MAX_HEAD = 16 * 1024;
 const CLOSE_WAIT_MS = 1000;
-const OUT_INITIAL = 64 * 1024;
-/** Output buffers above this size are not kept once written (memory goes back). */
-const OUT_KEEP = 1024 * 1024;
+/**
+ * Outbound frames are written into blocks of this size, queued in order and written one block
+ * per socket write; a frame larger than a block gets a block of its own. Memory follows the
+ * backlog (no doubling of one big buffer), and a few written blocks are kept for reuse.
+ */
+const BLOCK = 256 * 1024;
+const BLOCKS_KEPT = 4;
 const encoder = new TextEncoder();
 
 const OP_CONT = 0x0, OP_TEXT = 0x1, OP_BIN = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xa;
@@ -220,9 +224,9 @@ export class WsClient {
   #emitAfterSkip = false;
 
   // write side
-  #out = new Uint8Array(OUT_INITIAL);
-  #outLen = 0;
-  #spare = new Uint8Array(OUT_INITIAL);
+  /** Blocks holding frames not yet written, oldest first; the last one is being filled. */
+  #queue: { buf: Uint8Array; len: number }[] = [];
+  #free: Uint8Array[] = [];
   #writer: Promise<void> | undefined;
   #writeScheduled = false;
   #waiters: FlushWaiter[] = [];
@@ -332,36 +336,43 @@ export class WsClient {
   }
 
   #frame(op: number, text: string): void {
-    // Worst case 3 bytes per UTF-16 unit; encode straight into the output buffer after
-    // room for the largest header, then slide left over the unused header bytes.
-    const max = text.length * 3;
-    const start = this.#reserve(14 + max);
-    const { written } = encoder.encodeInto(text, this.#out.subarray(start + 14, start + 14 + max));
-    const hlen = headerLength(written);
-    if (hlen < 14) this.#out.copyWithin(start + hlen, start + 14, start + 14 + written);
-    this.#commit(op, start, written, hlen);
+    // Encode straight into the tail block after room for the largest header, then slide left
+    // over the unused header bytes. When the text does not fit, retry in a block sized for the
+    // worst case (3 bytes per UTF-16 unit).
+    const guess = 14 + text.length; // exact for ASCII, e.g. every job_chunk
+    let tail = this.#tail(guess <= BLOCK ? guess : 14 + text.length * 3);
+    let r = encoder.encodeInto(text, tail.buf.subarray(tail.len + 14));
+    if (r.read < text.length) {
+      tail = this.#tail(14 + text.length * 3, true);
+      r = encoder.encodeInto(text, tail.buf.subarray(tail.len + 14));
+    }
+    const hlen = headerLength(r.written);
+    const start = tail.len;
+    if (hlen < 14) tail.buf.copyWithin(start + hlen, start + 14, start + 14 + r.written);
+    this.#commit(op, tail, r.written, hlen);
   }
 
   #frameBytes(op: number, payload: Uint8Array): void {
     const hlen = headerLength(payload.length);
-    const start = this.#reserve(hlen + payload.length);
-    this.#out.set(payload, start + hlen);
-    this.#commit(op, start, payload.length, hlen);
+    const tail = this.#tail(hlen + payload.length);
+    tail.buf.set(payload, tail.len + hlen);
+    this.#commit(op, tail, payload.length, hlen);
   }
 
-  #reserve(n: number): number {
-    if (this.#outLen + n > this.#out.length) {
-      let cap = this.#out.length * 2;
-      while (cap < this.#outLen + n) cap *= 2;
-      const next = new Uint8Array(cap);
-      next.set(this.#out.subarray(0, this.#outLen));
-      this.#out = next;
-    }
-    return this.#outLen;
+  /** The block to append to, with at least `need` bytes free (a new one when `fresh`). */
+  #tail(need: number, fresh = false): { buf: Uint8Array; len: number } {
+    const last = this.#queue.at(-1);
+    if (last && !fresh && last.buf.length - last.len >= need) return last;
+    if (last && last.len === 0 && last.buf.length >= need) return last;
+    const buf = need <= BLOCK ? this.#free.pop() ?? new Uint8Array(BLOCK) : new Uint8Array(need);
+    const block = { buf, len: 0 };
+    this.#queue.push(block);
+    return block;
   }
 
-  #commit(op: number, start: number, len: number, hlen: number): void {
-    const out = this.#out;
+  #commit(op: number, block: { buf: Uint8Array; len: number }, len: number, hlen: number): void {
+    const out = block.buf;
+    const start = block.len;
     out[start] = 0x80 | op;
     if (len < 126) {
       out[start + 1] = 0x80 | len;
@@ -384,8 +395,7 @@ export class WsClient {
     const m = start + hlen - 4;
     masks.take(out, m);
     mask(out, start + hlen, start + hlen + len, m);
-    const end = start + hlen + len;
-    this.#outLen = end;
+    block.len = start + hlen + len;
     this.queuedTotal += hlen + len;
     // Start writing after the frames queued in this same turn (other jobs' pieces that arrived
     // with this one): one socket write for all of them, and no timer, so no added latency.
@@ -400,20 +410,20 @@ export class WsClient {
 
   async #writeLoop(): Promise<void> {
     try {
-      while (this.#outLen > 0 && !this.#done) {
-        // Swap buffers: frames queued during this write go to the other one.
-        const data = this.#out;
-        const n = this.#outLen;
-        this.#out = this.#spare;
-        this.#outLen = 0;
+      for (let block = this.#queue[0]; block && !this.#done; block = this.#queue[0]) {
+        // The block leaves the queue as it is written: frames queued meanwhile start a new one.
+        this.#queue.shift();
+        const n = block.len;
         // Count progress per socket write, so a slow but live link shows it is moving.
         for (let off = 0; off < n;) {
-          const w = await this.#conn.write(data.subarray(off, n));
+          const w = await this.#conn.write(block.buf.subarray(off, n));
           off += w;
           this.flushedTotal += w;
           this.#wakeWaiters();
         }
-        this.#spare = data.length > OUT_KEEP ? new Uint8Array(OUT_INITIAL) : data;
+        if (block.buf.length === BLOCK && this.#free.length < BLOCKS_KEPT) {
+          this.#free.push(block.buf);
+        }
       }
     } catch (err) {
       this.#finish({ code: 1006, reason: "write failed", closeFrame: false, error: err as Error });

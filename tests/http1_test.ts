@@ -631,3 +631,40 @@ Deno.test("only http: URLs and well-formed headers are accepted", async () => {
     await assert.rejects(request({ method: "GET", url, headers, signal }), TypeError);
   }
 });
+
+Deno.test("transient reads return views into one reused buffer, consumed byte-exactly", async () => {
+  const deltas = Array.from({ length: 200 }, (_, i) => sse(i));
+  let i = 0;
+  const stream = () =>
+    new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (i >= deltas.length) return controller.close();
+        controller.enqueue(encoder.encode(deltas[i++]));
+        if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1)); // several reads
+      },
+    });
+  await withServe(
+    () => new Response(stream(), { headers: { "content-type": "text/event-stream" } }),
+    async (url) => {
+      const res = await request({
+        method: "GET",
+        url,
+        headers: {},
+        signal: new AbortController().signal,
+        transient: true,
+      });
+      const buffers = new Set<ArrayBufferLike>();
+      let body = "";
+      let pieces = 0;
+      for (let p = await res.read(); p !== null; p = await res.read()) {
+        buffers.add(p.buffer);
+        body += decoder.decode(p, { stream: true });
+        pieces++;
+      }
+      assert.equal(body, deltas.join(""));
+      assert.ok(pieces > 1, "several reads");
+      // The buffer only changes when it grows (4 KiB → 8 → 16 KiB), never per piece.
+      assert.ok(buffers.size <= 3, `${buffers.size} buffers for ${pieces} pieces`);
+    },
+  );
+});

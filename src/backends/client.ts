@@ -112,7 +112,8 @@ export async function openCompletion(
   const headers = headersFor(target, format);
   const where = `${target.spec.kind} ${url.host}`;
   if (url.protocol === "http:") {
-    const res = await http1Request({ method: "POST", url, headers, body, signal });
+    // Each piece is consumed before the next read (relay, usage, hash): no copy per piece.
+    const res = await http1Request({ method: "POST", url, headers, body, signal, transient: true });
     if (res.status < 200 || res.status > 299) {
       const text = await res.text(ERROR_BODY_LIMIT).catch(() => "");
       res.close();

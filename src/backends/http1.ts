@@ -1,5 +1,5 @@
 // Minimal HTTP/1.1 client over a raw TCP socket: one streaming request per connection, for
-// plain-http local backends (coalesced 64 KiB reads instead of fetch's one chunk per HTTP chunk).
+// plain-http local backends (coalesced reads instead of fetch's one JS chunk per HTTP chunk).
 // Owns framing, chunked decoding, cancellation, and the backend_unreachable / internal error mapping.
 
 import { BackendError } from "../errors.ts";
@@ -11,6 +11,12 @@ export interface StreamRequest {
   headers: Record<string, string>;
   body?: Uint8Array;
   signal: AbortSignal;
+  /**
+   * When true, each `read()` returns a view into the response's own buffer, valid only until the
+   * next `read()`: no allocation per piece, for a caller that consumes each piece at once (the
+   * relay). Default false: every piece is a fresh copy.
+   */
+  transient?: boolean;
 }
 
 /** A response whose head has arrived; the body is read piece by piece. */
@@ -91,7 +97,7 @@ export async function request(req: StreamRequest): Promise<StreamResponse> {
   const head = encodeHead(req, where);
   signal.throwIfAborted();
   const conn = await connect(url.hostname.replace(/^\[(.*)\]$/, "$1"), port, where, signal);
-  const res = new Http1Response(conn, signal, where);
+  const res = new Http1Response(conn, signal, where, req.transient === true);
   await res.start(head);
   return res;
 }
@@ -187,7 +193,10 @@ class Http1Response implements StreamResponse {
   #sizeDigits = 0;
   #onAbort = () => this.#finish("aborted");
 
-  constructor(conn: Deno.TcpConn, signal: AbortSignal, where: string) {
+  readonly #transient: boolean;
+
+  constructor(conn: Deno.TcpConn, signal: AbortSignal, where: string, transient: boolean) {
+    this.#transient = transient;
     this.#conn = conn;
     this.#signal = signal;
     this.#where = where;
@@ -381,16 +390,21 @@ class Http1Response implements StreamResponse {
 
   /** Decodes buffered bytes [r, end); returns the body bytes among them, or null if none. */
   #decode(r: number, end: number): Uint8Array | null {
-    if (this.#framing === "close") return this.#buf.slice(r, end);
+    if (this.#framing === "close") return this.#piece(r, end);
     if (this.#framing === "length") {
       const take = Math.min(this.#left, end - r);
       this.#left -= take;
       if (this.#left === 0) this.#finish("done");
-      return take === 0 ? null : this.#buf.slice(r, r + take);
+      return take === 0 ? null : this.#piece(r, r + take);
     }
     const w = this.#dechunk(r, end);
     if (this.#chunkState === DONE) this.#finish("done");
-    return w === 0 ? null : this.#buf.slice(0, w);
+    return w === 0 ? null : this.#piece(0, w);
+  }
+
+  /** Bytes [from, to) of the buffer: a view when transient, else a copy. */
+  #piece(from: number, to: number): Uint8Array {
+    return this.#transient ? this.#buf.subarray(from, to) : this.#buf.slice(from, to);
   }
 
   /** Chunked decoding in place: data bytes are compacted to the front of #buf; returns their count. */
