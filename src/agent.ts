@@ -6,6 +6,7 @@ import { Alerts, type AlertsOptions } from "./alerts.ts";
 import type { Config } from "./config.ts";
 import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.ts";
 import { preloadNativeHash } from "./digest.ts";
+import type { PauseState } from "./pause.ts";
 import { Earnings } from "./earnings.ts";
 import { Executor, type FinishedJob } from "./executor.ts";
 import { type Identity, saveProviderId } from "./identity.ts";
@@ -145,7 +146,7 @@ export class Agent {
     return this.#identity;
   }
 
-  /** True while every model is paused ({@link pause} without a model); read by the status server. */
+  /** True while every model is paused (`usepod-agent pause`); read by the status server. */
   get pausedAll(): boolean {
     return this.#pausedAll;
   }
@@ -206,21 +207,19 @@ export class Agent {
     }
   }
 
-  /** Takes models out of service (all when `model` is undefined) without disconnecting. */
-  pause(model?: string): void {
-    if (model === undefined) this.#pausedAll = true;
-    else this.paused.add(model);
-    log.info("paused", { model: model ?? "all" });
-    this.#advertiseIfChanged(true);
-  }
-
-  /** Puts paused models back in service. */
-  resume(model?: string): void {
-    if (model === undefined) {
-      this.#pausedAll = false;
-      this.paused.clear();
-    } else this.paused.delete(model);
-    log.info("resumed", { model: model ?? "all" });
+  /**
+   * Takes models out of service without disconnecting (issue 8): they leave capabilities, new
+   * jobs for them are answered out_of_capacity, jobs in flight finish.
+   */
+  setPaused(state: PauseState): void {
+    const before = JSON.stringify([this.#pausedAll, [...this.paused].sort()]);
+    this.#pausedAll = state.all;
+    this.paused.clear();
+    for (const m of state.models) this.paused.add(m);
+    if (JSON.stringify([state.all, [...state.models].sort()]) === before) return;
+    log.info(state.all ? "paused" : state.models.length ? "paused models" : "resumed", {
+      models: state.all ? "all" : state.models.join(",") || "none",
+    });
     this.#advertiseIfChanged(true);
   }
 

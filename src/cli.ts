@@ -75,6 +75,18 @@ export const COMMANDS: Record<string, CommandSpec> = {
     usage: "usepod-agent enroll [--config PATH]",
     run: enrollCommand,
   },
+  pause: {
+    summary: "stop advertising models (all, or --model M) without disconnecting",
+    usage: "usepod-agent pause [--model MODEL] [--config PATH]",
+    options: { model: { type: "string", help: "pause one model (default: every model)" } },
+    run: async (ctx) => (await import("./pause_command.ts")).pauseCommand(ctx, "pause"),
+  },
+  resume: {
+    summary: "advertise paused models again (all, or --model M)",
+    usage: "usepod-agent resume [--model MODEL] [--config PATH]",
+    options: { model: { type: "string", help: "resume one model (default: every model)" } },
+    run: async (ctx) => (await import("./pause_command.ts")).pauseCommand(ctx, "resume"),
+  },
   doctor: {
     summary: "preflight: config, identity, backends, coordinator, clock, status port, service",
     usage: "usepod-agent doctor [--config PATH]",

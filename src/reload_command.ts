@@ -83,6 +83,31 @@ export async function findAgent(config: Config, opts: FindAgentOptions = {}): Pr
 }
 
 /**
+ * Finds the agent running with `config` and sends it SIGHUP (re-read agent.toml and the pause
+ * state). An agent that is gone counts as not found; not being allowed to signal it is an
+ * ExitError naming sudo.
+ */
+export async function signalAgent(config: Config): Promise<FoundAgent> {
+  const found = await findAgent(config);
+  if (found.pid === undefined) return found;
+  try {
+    Deno.kill(found.pid, "SIGHUP");
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      return { pid: undefined, tried: [`pid ${found.pid} (${found.via}) is gone`] };
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new ExitError(
+        `not allowed to signal the agent (pid ${found.pid}, another user's process): ` +
+          "run the command with sudo",
+      );
+    }
+    throw err;
+  }
+  return found;
+}
+
+/**
  * The `reload` command: validates agent.toml (an invalid file is reported and nothing is
  * signalled), finds the running agent and sends it SIGHUP. Exit 0 signalled, 3 no agent found,
  * 1 bad config or usage.
@@ -95,23 +120,9 @@ export async function reloadCommand(ctx: CommandContext): Promise<number> {
     );
   }
   const config = await loadForCommand(ctx);
-  const found = await findAgent(config);
+  const found = await signalAgent(config);
   if (found.pid === undefined) {
     throw new ExitError(`no running agent found; tried ${found.tried.join("; ")}`, 3);
-  }
-  try {
-    Deno.kill(found.pid, "SIGHUP");
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new ExitError(`no running agent found: pid ${found.pid} (${found.via}) is gone`, 3);
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new ExitError(
-        `not allowed to signal the agent (pid ${found.pid}, another user's process): ` +
-          "run usepod-agent reload with sudo",
-      );
-    }
-    throw err;
   }
   ctx.out(
     `sent SIGHUP to the agent (pid ${found.pid}, found via ${found.via}): it re-reads its ` +

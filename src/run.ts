@@ -7,6 +7,7 @@ import { type CommandContext, loadForCommand } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { loadOrCreateIdentity } from "./identity.ts";
 import { log, logToFile } from "./log.ts";
+import { pauseFilePath, readPauseState } from "./pause.ts";
 import { holdAgentPidFile } from "./pidfile.ts";
 import { agentSource } from "./status/snapshot.ts";
 import { checkStatusBind, startStatusServer } from "./status/server.ts";
@@ -29,6 +30,8 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
     backends: config.backends.length,
     pubkey: identity.publicKeyB64,
   });
+  const pauseFile = pauseFilePath(identity.path);
+  agent.setPaused(await readPauseState(pauseFile));
   const status = startStatusServer(agentSource(agent), config.observability);
   log.info("status server listening", { addr: status.addr, url: `http://${status.addr}/` });
 
@@ -42,7 +45,8 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
     void agent.shutdown();
   };
   const onHup = () => {
-    log.info("SIGHUP: reloading config", { path: config.path });
+    log.info("SIGHUP: reloading config and pause state", { path: config.path });
+    readPauseState(pauseFile).then((state) => agent.setPaused(state));
     loadConfig(config.path, { allowInsecure: ctx.allowInsecure })
       .then((next) => agent.reload(next))
       .catch((err) => {
