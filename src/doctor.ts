@@ -299,7 +299,11 @@ async function checkStatusPort(config: Config): Promise<Check> {
     if (!(err instanceof Deno.errors.AddrInUse)) {
       return { verdict: "fail", what: "status port", detail: `${addr}: ${(err as Error).message}` };
     }
-    const agent = await fetch(`http://${addr}/status`, { signal: AbortSignal.timeout(1000) })
+    const token = config.observability.statusToken;
+    const agent = await fetch(`http://${addr}/status`, {
+      signal: AbortSignal.timeout(1000),
+      ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    })
       .then(async (r) => (r.ok ? (await r.json()) as { pid?: number } : undefined))
       .catch(() => undefined);
     return agent
