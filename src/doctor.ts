@@ -7,6 +7,7 @@ import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts
 import { Discovery } from "./discovery.ts";
 import { IdentityError, loadIdentity } from "./identity.ts";
 import { parseInbound } from "./protocol.ts";
+import { statusUrl } from "./reload_command.ts";
 import { LAUNCHD_PLIST_PATH, SYSTEMD_UNIT_PATH } from "./service.ts";
 import { UsageMeter } from "./usage.ts";
 import { type Level, setLevel } from "./log.ts";
@@ -300,7 +301,7 @@ async function checkStatusPort(config: Config): Promise<Check> {
       return { verdict: "fail", what: "status port", detail: `${addr}: ${(err as Error).message}` };
     }
     const token = config.observability.statusToken;
-    const agent = await fetch(`http://${addr}/status`, {
+    const agent = await fetch(statusUrl(addr) ?? `http://${addr}/status`, {
       signal: AbortSignal.timeout(1000),
       ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}),
     })
