@@ -320,7 +320,7 @@ Deno.test("a coordinator that stops reading and answering without closing is det
       link.freeze();
       assert.equal(await within(fake.waitForClose(1), WAIT, "job aborted"), "client-closed");
       const detected = performance.now() - frozenAt;
-      assert.ok(detected >= 400 - 50 && detected < 400 + 200, `detected after ${detected} ms`);
+      assert.ok(detected >= 400 - 50 && detected < 400 + 400, `detected after ${detected} ms`);
       assert.ok(lines.some((l) => l.includes("coordinator link dead")), lines.join("\n"));
       const second = await within(stack.coord.authenticated(1), WAIT, "second auth");
       await within(second.waitFor((f) => f.type === "capabilities"), WAIT, "capabilities");
@@ -333,7 +333,7 @@ Deno.test("a coordinator that stops reading and answering without closing is det
 });
 
 Deno.test("a link frozen right after a pong is declared dead within 45/40 of the dead-link window (45 s at the defaults)", async () => {
-  const pingMs = 200, deadLinkMs = 800;
+  const pingMs = 400, deadLinkMs = 1600;
   await withProxiedStack({ session: { pingMs, deadLinkMs } }, async ({ stack, proxy, links }) => {
     const link = await proxy.link(0);
     link.delay("down", 20); // a real network's round trip: the pong lands after the check
@@ -638,7 +638,7 @@ Deno.test("a slow uplink whose backlog keeps draining is not a dead link, even w
       await within(link.closed, WAIT, "stuck link dropped");
       const ms = performance.now() - stoppedAt;
       // Its last progress was up to one drain tick (5 ms) and one check (4 ms) before.
-      assert.ok(ms >= 150 - 10 && ms < 150 + 100, `stuck link dropped after ${ms.toFixed(0)} ms`);
+      assert.ok(ms >= 150 - 10 && ms < 150 + 300, `stuck link dropped after ${ms.toFixed(0)} ms`);
     } finally {
       await session.stop();
       await running;

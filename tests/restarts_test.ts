@@ -279,9 +279,9 @@ Deno.test("a coordinator gone entirely (connection refused) escalates the backof
       assert.deepEqual(after.slice(0, 5), [[0, 20], [1, 20], [2, 40], [3, 80], [4, 160]]);
       const gaps = refusals.slice(1).map((t, i) => t - refusals[i]!);
       [20, 40, 80].forEach((want, i) => {
-        assert.ok(gaps[i]! >= want - 2 && gaps[i]! < want + 60, `gap ${i}: ${gaps[i]} ms`);
+        assert.ok(gaps[i]! >= want - 2 && gaps[i]! < want + 150, `gap ${i}: ${gaps[i]} ms`);
       });
-      assert.ok(refusals[0]! - killedAt < 20 + 60);
+      assert.ok(refusals[0]! - killedAt < 20 + 150);
       assert.equal(stack.agent.session.status.consecutiveFailures, 0, "reset after auth");
     });
   } finally {

@@ -1,6 +1,8 @@
 // The real CLI as an operator runs it, for the reliability tests and the soak:
-// `deno run -A main.ts run --config …` as a subprocess, its stderr log collected line by line
-// (bounded waits on it), its RSS read from /proc (or ps), and a stop that always reaps it.
+// `deno run -A <release V8 flags> main.ts run --config …` as a subprocess, its stderr collected
+// line by line (bounded waits on it), its RSS read from /proc (or ps), a stop that always reaps.
+
+import { AGENT_V8_FLAGS } from "../../scripts/build.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -10,6 +12,8 @@ export interface SpawnOptions {
   args?: string[];
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** `deno run` flags before main.ts (default: the V8 flags the release is compiled with). */
+  denoArgs?: string[];
 }
 
 /** A running agent process. */
@@ -26,6 +30,7 @@ export class SpawnedAgent {
       args: [
         "run",
         "-A",
+        ...(opts.denoArgs ?? AGENT_V8_FLAGS),
         MAIN,
         "run",
         "--config",
