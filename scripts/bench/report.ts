@@ -54,6 +54,16 @@ export const FIGURES = {
   },
   burstCoordCpuUsPerDelta: { label: "burst: coordinator CPU per delta", unit: "µs", digits: 2 },
   pacedAgentCpuUsPerDelta: { label: "paced: agent CPU per delta", unit: "µs", digits: 2, max: 15 },
+  pacedDirectCpuUsPerDelta: {
+    label: "paced: direct fetch client CPU per delta",
+    unit: "µs",
+    digits: 2,
+  },
+  pacedFloorCpuUsPerDelta: {
+    label: "paced: raw HTTP/1.1 reader CPU per delta (floor: reading alone)",
+    unit: "µs",
+    digits: 2,
+  },
   addedLatencyP50Ms: {
     label: "paced: added latency p50 (agent − direct)",
     unit: "ms",
@@ -71,6 +81,7 @@ export const FIGURES = {
   latencyDirectP50Ms: { label: "paced: backend write → direct client, p50", unit: "ms", digits: 3 },
   latencyDirectP99Ms: { label: "paced: backend write → direct client, p99", unit: "ms", digits: 3 },
   rssIdleMb: { label: "RSS idle after connect", unit: "MiB", digits: 1, max: 45 },
+  rssBareDenoMb: { label: "RSS of a bare deno process, same machine", unit: "MiB", digits: 1 },
   rssPeakBurstMb: { label: "peak RSS during the burst rounds", unit: "MiB", digits: 1, max: 90 },
   rssPeakSlowMb: { label: "peak RSS, concurrent slow jobs", unit: "MiB", digits: 1, max: 120 },
   slowAgentCpuUsPerDelta: { label: "slow jobs: agent CPU per delta", unit: "µs", digits: 2 },

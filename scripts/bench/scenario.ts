@@ -86,6 +86,7 @@ export async function runOnce(
     const { agent, n: main } = await fleet.start("agent", {});
     await new Promise((r) => setTimeout(r, s.settleMs));
     f.rssIdleMb = mib(agent.rssKb());
+    f.rssBareDenoMb = await bareDenoRssMb();
 
     // 1: burst; agent, direct fetch and direct raw HTTP/1.1 alternate after a warm-up of each.
     say(`run ${run}: burst ${s.burstJobs} × ${s.burstDeltas}, ${s.rounds} rounds each`);
@@ -141,7 +142,12 @@ export async function runOnce(
     fails.add("paced agent", pa);
     const pd = await directRound(h, "bench-paced", P.jobs, P.deltas, P);
     fails.add("paced direct", pd);
+    // The floor: the same paced streams read by the raw HTTP/1.1 client and nothing else.
+    const pf = await directRound(h, "bench-paced", P.jobs, P.deltas, { ...P, client: "http1" });
+    fails.add("paced raw HTTP/1.1 direct", pf);
     f.pacedAgentCpuUsPerDelta = pa.agentCpuUs / (P.jobs * P.deltas);
+    f.pacedDirectCpuUsPerDelta = pd.cpuUs / (P.jobs * P.deltas);
+    f.pacedFloorCpuUsPerDelta = pf.cpuUs / (P.jobs * P.deltas);
     f.latencyAgentP50Ms = pa.latency?.p50 ?? NaN;
     f.latencyAgentP99Ms = pa.latency?.p99 ?? NaN;
     f.latencyDirectP50Ms = pd.latency?.p50 ?? NaN;
@@ -254,4 +260,22 @@ export async function profileRun(s: Sizes, dir: string, phase: string, out: stri
   if (latest === undefined) throw new Error(`no .cpuprofile written to ${out}`);
   console.log(`${out}/${latest} (${phase}):`);
   console.log(summarise(JSON.parse(await Deno.readTextFile(`${out}/${latest}`)), 25));
+}
+
+/** RSS of a bare `deno` process that only waits: what any Deno program starts from here. */
+async function bareDenoRssMb(): Promise<number> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "await new Promise((r) => setTimeout(r, 1500))"],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  await new Promise((r) => setTimeout(r, 1000));
+  let kb = NaN;
+  try {
+    const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
+    kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+  } finally {
+    await child.status;
+  }
+  return mib(kb);
 }
