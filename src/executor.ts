@@ -292,16 +292,7 @@ export class Executor {
     let message: string | undefined;
     let usage = { input: 0, output: 0, reported: false };
     try {
-      const opening = openCompletion(
-        route.target,
-        frame.modelId,
-        frame.request,
-        frame.format,
-        signal,
-      );
-      // A body that arrives after the job stopped is closed, never leaked.
-      opening.then((b) => signal.aborted && b.close(), () => {});
-      body = await Promise.race([opening, stopped]);
+      body = await this.#open(job, frame, route, stopped);
       for (;;) {
         // The body rejects with the signal's reason when the job stops.
         const piece = await body.read();
@@ -345,9 +336,6 @@ export class Executor {
       } else if (err instanceof BackendError) {
         outcome = err.code;
         message = err.message;
-        if (err.code === "backend_unreachable") {
-          this.#opts.onBackendUnreachable?.(job.backendIndex, err.message);
-        }
       } else {
         outcome = "internal";
         message = (err as Error)?.message ?? String(err);
@@ -397,6 +385,47 @@ export class Executor {
         admitted: true,
       });
       if (this.#jobs.size === 0) this.#idle.splice(0).forEach((r) => r());
+    }
+  }
+
+  /**
+   * Opens the completion on `route`. When that backend is unreachable (it never got the
+   * request), it is reported down and the next backend serving the model in the job's format
+   * is tried, so a job is not failed for a backend that died since the last discovery.
+   */
+  async #open(
+    job: RunningJob,
+    frame: wire.Job,
+    route: Route,
+    stopped: Promise<never>,
+  ): Promise<BodyStream> {
+    const signal = job.controller.signal;
+    const tried = new Set<number>();
+    for (let r = route;;) {
+      tried.add(r.backendIndex);
+      const opening = openCompletion(r.target, frame.modelId, frame.request, frame.format, signal);
+      // A body that arrives after the job stopped is closed, never leaked.
+      opening.then((b) => signal.aborted && b.close(), () => {});
+      try {
+        return await Promise.race([opening, stopped]);
+      } catch (err) {
+        if (!(err instanceof BackendError) || err.code !== "backend_unreachable") throw err;
+        this.#opts.onBackendUnreachable?.(r.backendIndex, err.message);
+        const next = this.#opts.routes().byId.get(frame.modelId)?.routes.find((x) =>
+          !tried.has(x.backendIndex) && x.formats.includes(frame.format)
+        );
+        if (!next || signal.aborted) throw err;
+        log.info("backend unreachable: job moved to the next backend", {
+          job: job.jobId,
+          from: job.backend,
+          to: next.target.spec.kind,
+        });
+        bump(this.#perBackend, job.backendIndex, -1);
+        bump(this.#perBackend, next.backendIndex, 1);
+        job.backendIndex = next.backendIndex;
+        job.backend = next.target.spec.kind;
+        r = next;
+      }
     }
   }
 

@@ -19,10 +19,11 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
   if (logFile) logToFile(logFile);
   const config = await loadForCommand(ctx);
   checkStatusBind(config.observability);
+  // Everything that can refuse to start is checked before the identity file is created.
+  const caCerts = config.coordinator.caFile ? [await readCa(config.coordinator.caFile)] : undefined;
   const { identity, created, warnings } = await loadOrCreateIdentity(config.identity.keyPath);
   for (const w of warnings) log.warn(w);
   if (created) log.info("identity created", { path: identity.path, pubkey: identity.publicKeyB64 });
-  const caCerts = config.coordinator.caFile ? [await readCa(config.coordinator.caFile)] : undefined;
   const agent = new Agent({ config, identity, ...(caCerts ? { caCerts } : {}) });
   log.info("starting", {
     version: AGENT_VERSION,
