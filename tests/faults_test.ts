@@ -21,7 +21,7 @@ import {
 } from "./harness/plan_backend.ts";
 import { withProxiedStack } from "./harness/proxied_stack.ts";
 import type { StackOptions } from "./harness/stack.ts";
-import { within } from "./harness/spawned_agent.ts";
+import { within } from "./harness/agent_process.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const WAIT = 10_000;

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { loadIdentity, parseIdentityText } from "../src/identity.ts";
 import { TestCoordinator } from "./harness/coordinator.ts";
-import { agentToml, SpawnedAgent, within } from "./harness/spawned_agent.ts";
+import { AgentProcess, agentToml, within } from "./harness/agent_process.ts";
 
 const WAIT = 15_000;
 const WINDOWS = Deno.build.os === "windows";
@@ -45,16 +45,16 @@ async function runWith(
   dir: string,
   prepare: (keyPath: string) => Promise<void>,
   coordinatorUrl = "ws://127.0.0.1:9/provider/connect",
-): Promise<SpawnedAgent> {
+): Promise<AgentProcess> {
   const keyPath = `${dir}/identity.key`;
   await prepare(keyPath);
   const configPath = `${dir}/agent.toml`;
-  await Deno.writeTextFile(configPath, agentToml({ coordinatorUrl, keyPath }));
-  return new SpawnedAgent({ configPath });
+  await Deno.writeTextFile(configPath, agentToml({ coordinatorUrl, keyPath, drainTimeoutS: 5 }));
+  return new AgentProcess(["run", "--config", configPath, "--allow-insecure"]);
 }
 
 /** The run exits 1 with exactly one line: `error: identity file <path>: …` matching `re`. */
-async function assertRefusedByCli(agent: SpawnedAgent, keyPath: string, re: RegExp) {
+async function assertRefusedByCli(agent: AgentProcess, keyPath: string, re: RegExp) {
   const status = await agent.reap(WAIT);
   const lines = agent.lines.filter((l) => l.trim() !== "");
   assert.equal(status.code, 1, agent.tail());
@@ -117,7 +117,7 @@ Deno.test({
         const s = await within(coord.authenticated(0), WAIT, "authenticated");
         assert.equal(s.authResponse!.pubkey, PUB1.toBase64());
       } finally {
-        assert.equal((await agent.stop()).code, 0, agent.tail());
+        assert.equal((await agent.stop("SIGTERM")).code, 0, agent.tail());
       }
     });
   },

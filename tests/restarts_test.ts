@@ -9,7 +9,7 @@ import { Backoff } from "../src/backoff.ts";
 import { setSink } from "../src/log.ts";
 import type { ConnScript } from "./harness/coordinator.ts";
 import { withProxiedStack } from "./harness/proxied_stack.ts";
-import { within } from "./harness/spawned_agent.ts";
+import { within } from "./harness/agent_process.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const WAIT = 10_000;

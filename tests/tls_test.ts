@@ -8,7 +8,7 @@ import { type CoordSession, TestCoordinator } from "./harness/coordinator.ts";
 import { startFakeBackend } from "./harness/fake_backend.ts";
 import { TcpProxy } from "./harness/proxy.ts";
 import { backendToml } from "./harness/stack.ts";
-import { agentToml, SpawnedAgent, within } from "./harness/spawned_agent.ts";
+import { AgentProcess, agentToml, within } from "./harness/agent_process.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const WAIT = 15_000;
@@ -22,7 +22,7 @@ interface Rig {
   proxy: TcpProxy;
   dir: string;
   /** Writes agent.toml (wss://localhost:<proxy>) and starts the agent on it. */
-  start(o: { caFile?: string; env?: Record<string, string> }): SpawnedAgent;
+  start(o: { caFile?: string; env?: Record<string, string> }): AgentProcess;
 }
 
 async function withTls(fn: (rig: Rig) => Promise<void>): Promise<void> {
@@ -34,7 +34,7 @@ async function withTls(fn: (rig: Rig) => Promise<void>): Promise<void> {
     tls: { cert: certs.cert, key: certs.key },
   });
   const dir = await Deno.makeTempDir({ prefix: "usepod-tls-" });
-  const agents: SpawnedAgent[] = [];
+  const agents: AgentProcess[] = [];
   try {
     await fn({
       certs,
@@ -50,15 +50,19 @@ async function withTls(fn: (rig: Rig) => Promise<void>): Promise<void> {
             keyPath: `${dir}/identity.key`,
             backends: backendToml(backend, "vllm"),
             ...(o.caFile ? { caFile: o.caFile } : {}),
+            drainTimeoutS: 5,
           }),
         );
-        const agent = new SpawnedAgent({ configPath, args: [], ...(o.env ? { env: o.env } : {}) });
+        const agent = new AgentProcess(
+          ["run", "--config", configPath],
+          o.env ? { env: o.env } : {},
+        );
         agents.push(agent);
         return agent;
       },
     });
   } finally {
-    for (const a of agents) await a.stop();
+    for (const a of agents) await a.stop("SIGTERM");
     await proxy.close();
     await coord.close();
     await backend.close();
@@ -84,7 +88,7 @@ Deno.test({
     withTls(async ({ certs, coord, start }) => {
       const agent = start({ caFile: certs.caFile });
       await servesAJob(coord, 0);
-      const status = await agent.stop();
+      const status = await agent.stop("SIGTERM");
       assert.equal(status.code, 0, agent.tail());
     }),
 });
@@ -96,7 +100,7 @@ Deno.test({
     withTls(async ({ certs, coord, start }) => {
       const agent = start({ env: { DENO_CERT: certs.caFile } });
       await servesAJob(coord, 0);
-      assert.equal((await agent.stop()).code, 0, agent.tail());
+      assert.equal((await agent.stop("SIGTERM")).code, 0, agent.tail());
     }),
 });
 
@@ -117,7 +121,7 @@ for (const which of ["no CA at all", "an unrelated CA in ca_file"] as const) {
         await within(proxy.link(1), WAIT, "a second attempt");
         assert.equal(coord.sessions.length, 0, "nothing reached the coordinator");
         assert.ok(!agent.lines.some((l) => l.includes("authenticated")));
-        assert.equal((await agent.stop()).code, 0, agent.tail());
+        assert.equal((await agent.stop("SIGTERM")).code, 0, agent.tail());
       }),
   });
 }

@@ -8,7 +8,7 @@ import { connectWs, type WsClient } from "../../src/ws.ts";
 import type { CoordSession } from "./coordinator.ts";
 import { TcpProxy } from "./proxy.ts";
 import { type Stack, type StackOptions, startStack } from "./stack.ts";
-import { within } from "./spawned_agent.ts";
+import { within } from "./agent_process.ts";
 
 /** A terminal frame (job_done / job_error) the agent tried to send on one of its connections. */
 export interface Sent {

@@ -11,7 +11,7 @@ import {
   prng,
   startPlanBackend,
 } from "./plan_backend.ts";
-import { agentToml, SpawnedAgent, within } from "./spawned_agent.ts";
+import { AgentProcess, agentToml, within } from "./agent_process.ts";
 
 export interface SoakOptions {
   /** Jobs measured (after the warm-up). */
@@ -226,10 +226,14 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
       backends: `[[backends]]\nkind = "vllm"\nurl = "${a.url}"\n\n` +
         `[[backends]]\nkind = "vllm"\nurl = "${b.url}/"\n`,
       maxConcurrent,
+      drainTimeoutS: 5,
       logLevel: "error",
     }),
   );
-  const agent = new SpawnedAgent({ configPath, ...(opts.agentEnv ? { env: opts.agentEnv } : {}) });
+  const agent = new AgentProcess(
+    ["run", "--config", configPath, "--allow-insecure"],
+    opts.agentEnv ? { env: opts.agentEnv } : {},
+  );
   const jobs = new Map<string, JobRecord>();
   const violations: string[] = [];
   const outcomes: Record<string, number> = {};
@@ -368,7 +372,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     rssPeak = Math.max(rssPeak, rssEnd);
     if (rssCold === 0) rssCold = rssEnd;
     if (rssBaseline === 0) rssBaseline = rssEnd;
-    const status = await agent.stop();
+    const status = await agent.stop("SIGTERM");
     if (status.code !== 0) violations.push(`the agent exited ${status.code}:\n${agent.tail()}`);
     return {
       jobs: total,
