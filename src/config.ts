@@ -1,8 +1,9 @@
-// agent.toml: lookup, parsing and validation into a typed Config, and rendering for `setup`
-// (PROTOCOL §9, plus the extensions coordinator.ca_file, limits.drain_timeout_s,
-// observability.log_format / status_token and the [alerts] table).
+// agent.toml: loading, parsing and validation into a typed Config (PROTOCOL §9, plus the extensions
+// coordinator.ca_file, limits.drain_timeout_s, observability.log_format / status_token and the
+// [alerts] table). Lookup paths are in config_paths.ts, rendering for `setup` in config_render.ts.
 
 import { parse, TomlError } from "smol-toml";
+import { configCandidates, expandHome, homeOf, type PathOptions } from "./config_paths.ts";
 import { isLevel, type Level, log, type LogFormat } from "./log.ts";
 
 /** Backend kinds of PROTOCOL §9. */
@@ -65,21 +66,16 @@ export class ConfigError extends Error {
 }
 
 /** Inputs from the outside world; tests pass fakes. */
-export interface ConfigOptions {
+export interface ConfigOptions extends PathOptions {
   /** Accept a `ws://` coordinator URL (the `--allow-insecure` flag). */
   allowInsecure?: boolean;
-  /** Environment variables; default `Deno.env`. */
-  env?: Record<string, string | undefined>;
-  /** Home directory for `~`; default `$HOME` (or `%USERPROFILE%` on Windows). */
-  home?: string;
-  /** Platform for the lookup paths; default `Deno.build.os`. */
-  platform?: typeof Deno.build.os;
 }
 
 type Table = Record<string, unknown>;
 
 const DEFAULT_KEY_PATH = "~/.usepod-agent/identity.key";
-const DEFAULTS = {
+/** Values of the optional settings when absent (renderConfig leaves these extension keys out). */
+export const DEFAULTS = {
   maxConcurrent: 8,
   drainTimeoutS: 30,
   prometheusAddr: "127.0.0.1:9090",
@@ -126,11 +122,12 @@ function describe(v: unknown): string {
 }
 
 /** Quotes a TOML key unless it is bare. */
-function tomlKey(k: string): string {
+export function tomlKey(k: string): string {
   return /^[A-Za-z0-9_-]+$/.test(k) ? k : tomlString(k);
 }
 
-function tomlString(s: string): string {
+/** A TOML basic string (JSON escapes are valid TOML; DEL is escaped too). */
+export function tomlString(s: string): string {
   return JSON.stringify(s).replace(/\x7f/g, "\\u007f");
 }
 
@@ -202,94 +199,12 @@ export function splitHostPort(addr: string): { hostname: string; port: number } 
   return { hostname: v6 ?? m[2] ?? "", port };
 }
 
-/**
- * Expands a leading `~` or `~/` (also `~\`) to `home`; other paths are returned unchanged.
- *
- * @example
- * ```ts
- * expandHome("~/.usepod-agent/identity.key", "/home/op"); // "/home/op/.usepod-agent/identity.key"
- * ```
- */
-export function expandHome(p: string, home: string): string {
-  const base = home.replace(/[\\/]+$/, "") || home;
-  if (p === "~") return base;
-  const m = /^~([\\/])(.*)$/s.exec(p);
-  if (!m) return p;
-  return base.replace(/[\\/]+$/, "") + (m[1] ?? "/") + (m[2] ?? "");
-}
-
-function envOf(opts: ConfigOptions): (name: string) => string | undefined {
-  if (opts.env) {
-    const env = opts.env;
-    return (name) => (Object.hasOwn(env, name) ? env[name] : undefined);
-  }
-  return (name) => {
-    try {
-      return Deno.env.get(name);
-    } catch {
-      return undefined; // no --allow-env: behave as unset
-    }
-  };
-}
-
-function homeOf(opts: ConfigOptions): string | undefined {
-  const env = envOf(opts);
-  const platform = opts.platform ?? Deno.build.os;
-  const home = opts.home ?? env("HOME") ??
-    (platform === "windows" ? env("USERPROFILE") : undefined);
-  return home === "" ? undefined : home;
-}
-
 function expandField(p: string, field: string, home: string | undefined): string {
   if (p !== "~" && !/^~[\\/]/.test(p)) return p;
   if (home === undefined) {
     fail(field, "starts with ~ but the home directory is unknown (HOME is not set)");
   }
   return expandHome(p, home);
-}
-
-/**
- * The config files tried without `--config`, in order (PROTOCOL §9): the platform
- * config dir, then `./agent.toml` relative to the working directory.
- *
- * @example
- * ```ts
- * configCandidates({ platform: "linux", env: {}, home: "/home/op" });
- * // ["/home/op/.config/usepod-agent/agent.toml", "./agent.toml"]
- * ```
- */
-export function configCandidates(opts: ConfigOptions = {}): string[] {
-  const platform = opts.platform ?? Deno.build.os;
-  const env = envOf(opts);
-  const home = homeOf(opts)?.replace(/[\\/]+$/, "");
-  let dir: string | undefined;
-  if (platform === "windows") {
-    const appData = env("APPDATA") ||
-      (home === undefined ? undefined : `${home}\\AppData\\Roaming`);
-    if (appData) dir = `${appData.replace(/[\\/]+$/, "")}\\usepod-agent\\agent.toml`;
-  } else if (platform === "darwin") {
-    if (home !== undefined) dir = `${home}/Library/Application Support/usepod-agent/agent.toml`;
-  } else {
-    const xdg = env("XDG_CONFIG_HOME");
-    // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
-    const base = xdg?.startsWith("/") ? xdg.replace(/\/+$/, "") : home && `${home}/.config`;
-    if (base) dir = `${base}/usepod-agent/agent.toml`;
-  }
-  const local = platform === "windows" ? ".\\agent.toml" : "./agent.toml";
-  return dir === undefined ? [local] : [dir, local];
-}
-
-/**
- * Where `setup` writes agent.toml: the platform config dir (or `./agent.toml` when no home is known).
- *
- * @example
- * ```ts
- * defaultConfigPath({ platform: "darwin", home: "/Users/op" });
- * // "/Users/op/Library/Application Support/usepod-agent/agent.toml"
- * ```
- */
-export function defaultConfigPath(opts: ConfigOptions = {}): string {
-  return configCandidates(opts)[0] ?? "./agent.toml";
 }
 
 /** Unknown keys outside `[[backends]]`, reported (not refused) so newer files stay loadable. */
@@ -604,81 +519,4 @@ export async function loadConfig(
     `no agent.toml found; tried ${tried.join(", ")} (working directory ${cwd}). ` +
       "Run `usepod-agent setup` or pass --config <path>",
   );
-}
-
-function tomlInt(n: number): string {
-  const s = String(Math.abs(n));
-  return (n < 0 ? "-" : "") + (s.length > 4 ? s.replace(/\B(?=(\d{3})+(?!\d))/g, "_") : s);
-}
-
-/**
- * Renders a complete agent.toml (snake_case keys as in PROTOCOL §9) that parses back to `c`.
- * Extension keys are written only when they differ from their defaults, so the file stays
- * readable by the Rust agent whenever possible.
- *
- * @example
- * ```ts
- * await Deno.writeTextFile(defaultConfigPath(), renderConfig(cfg), { mode: 0o600 });
- * ```
- */
-export function renderConfig(c: Config): string {
-  const out: string[] = ["# usepod-agent configuration (agent.toml)", ""];
-  const kv = (k: string, v: string | number | undefined, float = false) => {
-    if (v === undefined) return;
-    const value = typeof v === "string" ? tomlString(v) : float ? String(v) : tomlInt(v);
-    out.push(`${tomlKey(k)} = ${value}`);
-  };
-  const { operator: op, coordinator: co, pricing, limits, observability: ob, alerts } = c;
-  if (op.displayName !== undefined || op.wallet !== undefined || op.contactEmail !== undefined) {
-    out.push("[operator]");
-    kv("display_name", op.displayName);
-    kv("wallet", op.wallet);
-    kv("contact_email", op.contactEmail);
-    out.push("");
-  }
-  out.push("[coordinator]");
-  kv("url", co.url);
-  kv("enrollment_code", co.enrollmentCode);
-  kv("ca_file", co.caFile);
-  out.push("", "[identity]");
-  kv("key_path", c.identity.keyPath);
-  out.push("");
-  for (const b of c.backends) {
-    out.push("[[backends]]");
-    kv("kind", b.kind);
-    kv("url", b.url);
-    kv("api_key_env", b.apiKeyEnv);
-    if (b.models !== undefined) out.push(`models = [${b.models.map(tomlString).join(", ")}]`);
-    kv("markup", b.markup, true);
-    out.push("");
-  }
-  out.push("[pricing]  # micro-USDC per million tokens");
-  kv("default_input_per_1m", pricing.defaultInputPer1m);
-  kv("default_output_per_1m", pricing.defaultOutputPer1m);
-  const models = Object.entries(pricing.models);
-  if (models.length > 0) out.push("", "[pricing.models]");
-  for (const [id, p] of models) {
-    out.push(
-      `${tomlKey(id)} = { input_per_1m = ${tomlInt(p.inputPer1m)}, output_per_1m = ${
-        tomlInt(p.outputPer1m)
-      } }`,
-    );
-  }
-  out.push("", "[limits]");
-  kv("max_concurrent", limits.maxConcurrent);
-  kv("max_tokens_per_minute", limits.maxTokensPerMinute ?? undefined);
-  if (limits.drainTimeoutS !== DEFAULTS.drainTimeoutS) kv("drain_timeout_s", limits.drainTimeoutS);
-  out.push("", "[observability]");
-  kv("prometheus_addr", ob.prometheusAddr);
-  kv("log_level", ob.logLevel);
-  if (ob.logFormat !== DEFAULTS.logFormat) kv("log_format", ob.logFormat);
-  kv("status_token", ob.statusToken);
-  if (
-    alerts.webhookUrl !== undefined || alerts.errorRateThreshold !== DEFAULTS.errorRateThreshold
-  ) {
-    out.push("", "[alerts]");
-    kv("webhook_url", alerts.webhookUrl);
-    kv("error_rate_threshold", alerts.errorRateThreshold, true);
-  }
-  return out.join("\n") + "\n";
 }

@@ -28,7 +28,7 @@ import {
   writeConfig,
   writeFileAtomic,
 } from "./setup_files.ts";
-import { defaultConfigPath } from "./config.ts";
+import { defaultConfigPath } from "./config_paths.ts";
 import { AGENT_VERSION } from "./version.ts";
 
 /** Exit code of a setup cancelled with Ctrl-C (128 + SIGINT). */

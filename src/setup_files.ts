@@ -2,7 +2,8 @@
 // detected backends and the coordinator's model_config, the host token beside the identity key,
 // both mode 0600 and replaced atomically; a `.bak` of the old agent.toml with --force.
 
-import { type Config, parseConfig, renderConfig } from "./config.ts";
+import { type Config, parseConfig } from "./config.ts";
+import { renderConfig } from "./config_render.ts";
 import type { ModelConfigEntry, PairBackend } from "./pairing.ts";
 import { dirOf } from "./paths.ts";
 

@@ -1,24 +1,23 @@
-// Tests for src/config.ts: agent.toml parsing and validation (PROTOCOL §9 and its extensions),
-// lookup order, `~` expansion, rendering for `setup`, and a fast-check robustness property.
+// Tests for src/config.ts, config_paths.ts and config_render.ts: agent.toml parsing and
+// validation (PROTOCOL §9 and its extensions), lookup order, `~` expansion, rendering for `setup`,
+// and a fast-check robustness property.
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   type BackendConfig,
   type Config,
-  configCandidates,
   ConfigError,
   type ConfigOptions,
-  defaultConfigPath,
-  expandHome,
   loadConfig,
   LOCAL_KINDS,
   type ModelPrice,
   parseConfig,
   REMOTE_KINDS,
-  renderConfig,
   splitHostPort,
 } from "../src/config.ts";
+import { configCandidates, defaultConfigPath, expandHome } from "../src/config_paths.ts";
+import { renderConfig } from "../src/config_render.ts";
 import { setSink } from "../src/log.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
