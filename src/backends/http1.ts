@@ -1,8 +1,10 @@
 // Minimal HTTP/1.1 client over a raw TCP socket: one streaming request per connection, for
 // plain-http local backends (coalesced reads instead of fetch's one JS chunk per HTTP chunk).
-// Owns framing, chunked decoding, cancellation, and the backend_unreachable / internal error mapping.
+// Owns framing, cancellation, and the backend_unreachable / internal error mapping; chunked
+// decoding itself is chunked.ts's.
 
 import { BackendError } from "../errors.ts";
+import { ChunkedDecoder } from "./chunked.ts";
 
 /** One request to a plain-http backend. */
 export interface StreamRequest {
@@ -60,10 +62,7 @@ const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** IPv4 as the URL parser normalises it, or IPv6 (brackets already removed). */
 const STATUS_LINE = /^HTTP\/1\.\d (\d{3})(?: (.*))?$/;
 
-const CR = 13, LF = 10, SP = 32, HT = 9, SEMI = 59;
-// Chunked decoder states.
-const SIZE = 0, SIZE_WS = 1, EXT = 2, SIZE_LF = 3, DATA = 4, DATA_CR = 5, DATA_LF = 6;
-const TRAILER = 7, TRAILER_LINE = 8, END_LF = 9, DONE = 10;
+const CR = 13, LF = 10;
 
 type Framing = "chunked" | "length" | "close";
 type State = "open" | "done" | "closed" | "aborted" | "failed";
@@ -166,12 +165,6 @@ function latin1(bytes: Uint8Array): string {
   return s;
 }
 
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  const lower = c | 0x20;
-  return lower >= 97 && lower <= 102 ? lower - 87 : -1;
-}
-
 class Http1Response implements StreamResponse {
   status = 0;
   statusText = "";
@@ -187,10 +180,9 @@ class Http1Response implements StreamResponse {
   #error: unknown;
   #reading = false;
   #framing: Framing = "close";
-  /** Body bytes still expected (length framing) or left in the current chunk (chunked). */
+  /** Body bytes still expected (length framing). */
   #left = 0;
-  #chunkState = SIZE;
-  #sizeDigits = 0;
+  readonly #chunked = new ChunkedDecoder();
   #onAbort = () => this.#finish("aborted");
 
   readonly #transient: boolean;
@@ -397,85 +389,20 @@ class Http1Response implements StreamResponse {
       if (this.#left === 0) this.#finish("done");
       return take === 0 ? null : this.#piece(r, r + take);
     }
-    const w = this.#dechunk(r, end);
-    if (this.#chunkState === DONE) this.#finish("done");
+    let w: number;
+    try {
+      w = this.#chunked.decode(this.#buf, r, end);
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) throw err;
+      throw this.#malformed(err.message);
+    }
+    if (this.#chunked.done) this.#finish("done");
     return w === 0 ? null : this.#piece(0, w);
   }
 
   /** Bytes [from, to) of the buffer: a view when transient, else a copy. */
   #piece(from: number, to: number): Uint8Array {
     return this.#transient ? this.#buf.subarray(from, to) : this.#buf.slice(from, to);
-  }
-
-  /** Chunked decoding in place: data bytes are compacted to the front of #buf; returns their count. */
-  #dechunk(r: number, end: number): number {
-    const b = this.#buf;
-    let w = 0, st = this.#chunkState, left = this.#left, digits = this.#sizeDigits;
-    while (r < end && st !== DONE) {
-      if (st === DATA) {
-        const n = Math.min(left, end - r);
-        if (w !== r) b.copyWithin(w, r, r + n);
-        w += n;
-        r += n;
-        left -= n;
-        if (left === 0) st = DATA_CR;
-        continue;
-      }
-      const c = b[r++]!;
-      switch (st) {
-        case SIZE: {
-          const v = hexValue(c);
-          if (v >= 0 && left <= 0xfffffffffff) {
-            left = left * 16 + v;
-            digits++;
-            continue;
-          }
-          if (digits === 0 || v >= 0) throw this.#malformed("bad chunk size");
-          st = SIZE_WS;
-        }
-        // falls through: c is the first byte after the size digits
-        case SIZE_WS:
-          if (c === SP || c === HT) continue;
-          if (c !== SEMI && c !== CR && c !== LF) throw this.#malformed("bad chunk size line");
-        // falls through
-        case EXT:
-          if (c === CR) st = SIZE_LF;
-          else if (c !== LF) st = EXT;
-          else {
-            st = left === 0 ? TRAILER : DATA;
-            digits = 0;
-          }
-          continue;
-        case SIZE_LF:
-          if (c !== LF) throw this.#malformed("bad chunk size line");
-          st = left === 0 ? TRAILER : DATA;
-          digits = 0;
-          continue;
-        case DATA_CR:
-          if (c === CR) st = DATA_LF;
-          else if (c === LF) st = SIZE;
-          else throw this.#malformed("missing CRLF after chunk data");
-          continue;
-        case DATA_LF:
-          if (c !== LF) throw this.#malformed("missing CRLF after chunk data");
-          st = SIZE;
-          continue;
-        case TRAILER:
-          st = c === CR ? END_LF : c === LF ? DONE : TRAILER_LINE;
-          continue;
-        case TRAILER_LINE:
-          if (c === LF) st = TRAILER;
-          continue;
-        case END_LF:
-          if (c !== LF) throw this.#malformed("bad end of chunked body");
-          st = DONE;
-          continue;
-      }
-    }
-    this.#chunkState = st;
-    this.#left = left;
-    this.#sizeDigits = digits;
-    return w;
   }
 
   #malformed(what: string): unknown {
