@@ -4,7 +4,8 @@
 
 import { parseFlags } from "./args.ts";
 import { ConfigError, loadConfig } from "./config.ts";
-import { IdentityError, loadOrCreateIdentity } from "./identity.ts";
+import { loadOrCreateIdentity } from "./identity.ts";
+import { IdentityError } from "./identity_file.ts";
 import { isLevel, type Level, log, type LogFormat, setFormat, setLevel } from "./log.ts";
 import { AGENT_VERSION } from "./version.ts";
 

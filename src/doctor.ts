@@ -5,7 +5,8 @@
 import { openCompletion } from "./backends/client.ts";
 import { type Config, ConfigError, loadConfig, splitHostPort } from "./config.ts";
 import { Discovery } from "./discovery.ts";
-import { IdentityError, loadIdentity } from "./identity.ts";
+import { loadIdentity } from "./identity.ts";
+import { IdentityError } from "./identity_file.ts";
 import { parseInbound } from "./protocol.ts";
 import { statusUrl } from "./reload_command.ts";
 import { LAUNCHD_PLIST_PATH, SYSTEMD_UNIT_PATH } from "./service.ts";

@@ -3,7 +3,8 @@
 // several processes writing provider_id or creating the file at once never leave a partial file.
 
 import assert from "node:assert/strict";
-import { loadIdentity, parseIdentityText } from "../src/identity.ts";
+import { loadIdentity } from "../src/identity.ts";
+import { parseIdentityText } from "../src/identity_file.ts";
 import { TestCoordinator } from "./harness/coordinator.ts";
 import { AgentProcess, agentToml, within } from "./harness/agent_process.ts";
 

@@ -1,15 +1,11 @@
-// Tests for src/identity.ts: the PROTOCOL §7 identity file (format shared with the Rust agent),
-// creation mode, seed/public consistency, RFC 8032 signatures and atomic provider_id rewrites.
+// Tests for src/identity.ts and identity_file.ts: the PROTOCOL §7 identity file (format shared
+// with the Rust agent), creation mode, seed/public consistency, RFC 8032 signatures and atomic
+// provider_id rewrites.
 
 import assert from "node:assert/strict";
 import * as ed from "@noble/ed25519";
-import {
-  IdentityError,
-  loadIdentity,
-  loadOrCreateIdentity,
-  parseIdentityText,
-  saveProviderId,
-} from "../src/identity.ts";
+import { loadIdentity, loadOrCreateIdentity, saveProviderId } from "../src/identity.ts";
+import { IdentityError, parseIdentityText } from "../src/identity_file.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 const WINDOWS = Deno.build.os === "windows";
