@@ -5,7 +5,6 @@
 import { Alerts, type AlertsOptions } from "./alerts.ts";
 import type { Config } from "./config.ts";
 import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.ts";
-import { preloadNativeHash } from "./digest.ts";
 import type { PauseState } from "./pause.ts";
 import { Earnings } from "./earnings.ts";
 import { Executor, type FinishedJob } from "./executor.ts";
@@ -98,7 +97,6 @@ export class Agent {
       executor: this.executor,
       capabilities: async () => {
         await this.discovery.refresh({ maxAgeMs: 5_000 });
-        void preloadNativeHash(); // connected: the jobs' hash can load now, off the start-up path
         return this.#advert();
       },
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),

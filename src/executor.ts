@@ -7,7 +7,7 @@ import type { DiscoveryResult, Route, ServedModel } from "./discovery.ts";
 import { BackendError, type ErrorCode } from "./errors.ts";
 import { log } from "./log.ts";
 import * as wire from "./protocol.ts";
-import { streamHash } from "./digest.ts";
+import { preloadNativeHash, streamHash } from "./digest.ts";
 import { Sha256 } from "./sha256.ts";
 import { UsageMeter } from "./usage.ts";
 
@@ -252,6 +252,9 @@ export class Executor {
         served,
       );
     }
+    // The native hash loads with the first job (it is not needed before); until it is ready,
+    // jobs hash with the TypeScript implementation.
+    void preloadNativeHash();
     const running = new RunningJob(job.jobId, job.modelId, job.format, receivedAt, link);
     running.backendIndex = route.backendIndex;
     running.backend = route.target.spec.kind;
