@@ -3,6 +3,7 @@
 // real send backpressure (writes wait on the socket), inbound ping/pong (dead-link
 // detection), frame sizes before buffering (PROTOCOL §4), and coalesced writes.
 
+import { concatBytes } from "./bytes.ts";
 import { MAX_FRAME_BYTES } from "./protocol.ts";
 
 /** What the read side delivers, in order. */
@@ -575,7 +576,7 @@ export class WsClient {
         continue;
       }
       this.#fragments.push(payload);
-      const whole = concat(this.#fragments, total);
+      const whole = concatBytes(this.#fragments);
       const messageOp = this.#fragmentOp;
       this.#fragments = [];
       this.#fragmentSize = 0;
@@ -660,14 +661,4 @@ export function mask(buf: Uint8Array, from: number, to: number, key: number): vo
 
 function headerLength(len: number): number {
   return (len < 126 ? 2 : len < 65536 ? 4 : 10) + 4;
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }

@@ -2,6 +2,7 @@
 // killed, frozen (half-open link), slow to read or flooding jobs; through a TCP proxy between
 // agent and coordinator. What must hold: one terminal frame per job, nothing leaked, recovery.
 
+import { captureLogs } from "./harness/logs.ts";
 import assert from "node:assert/strict";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -9,7 +10,7 @@ import { Backoff } from "../src/backoff.ts";
 import { Discovery } from "../src/discovery.ts";
 import { Executor } from "../src/executor.ts";
 import type { Identity } from "../src/identity.ts";
-import { setLevel, setSink } from "../src/log.ts";
+import { setLevel } from "../src/log.ts";
 import { DEFAULT_DEAD_LINK_MS, DEFAULT_PING_MS, linkCheckMs, Session } from "../src/session.ts";
 import type { WsClient, WsClose, WsEvent } from "../src/ws.ts";
 import type { CoordSession, Frame } from "./harness/coordinator.ts";
@@ -25,17 +26,6 @@ import { within } from "./harness/agent_process.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 const WAIT = 10_000;
-
-/** Captures log lines while `fn` runs. */
-async function capturingLogs<T>(fn: (lines: string[]) => Promise<T>): Promise<T> {
-  const lines: string[] = [];
-  const previous = setSink((line) => lines.push(line));
-  try {
-    return await fn(lines);
-  } finally {
-    setSink(previous);
-  }
-}
 
 /** Heap in use after a full garbage collection (V8's gc exposed through node:v8). */
 function heapAfterGc(): number {
@@ -306,7 +296,7 @@ Deno.test("a killed coordinator: backend requests closed within 1 s, no terminal
 });
 
 Deno.test("a coordinator that stops reading and answering without closing is detected as a dead link; the agent reconnects", async () => {
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     await withProxiedStack({
       backends: [{ kind: "vllm", defaultScript: { hang: "after-headers" } }],
       session: { pingMs: 50, deadLinkMs: 400 },
@@ -624,7 +614,7 @@ Deno.test("a slow uplink whose backlog keeps draining is not a dead link, even w
     pingMs: 20,
     deadLinkMs: 150,
   });
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     setLevel("warn");
     const running = session.run();
     try {

@@ -1,10 +1,10 @@
 // The coordinator session (PROTOCOL §1, §3, §6) over real sockets: handshake and signature,
 // enrollment code and provider_id, close classification, reconnect backoff, heartbeats.
 
+import { captureLogs } from "./harness/logs.ts";
 import assert from "node:assert/strict";
 import * as ed from "@noble/ed25519";
 import { Backoff } from "../src/backoff.ts";
-import { setSink } from "../src/log.ts";
 import type { ConnScript } from "./harness/coordinator.ts";
 import { type StackOptions, startStack } from "./harness/stack.ts";
 
@@ -19,17 +19,6 @@ async function using(
     await fn(stack);
   } finally {
     await stack.stop();
-  }
-}
-
-/** Captures log lines at `level` and above while `fn` runs. */
-async function capturingLogs<T>(fn: (lines: string[]) => Promise<T>): Promise<T> {
-  const lines: string[] = [];
-  const previous = setSink((line) => lines.push(line));
-  try {
-    return await fn(lines);
-  } finally {
-    setSink(previous);
   }
 }
 
@@ -74,7 +63,7 @@ Deno.test("the enrollment code is sent only while the identity has no provider_i
 });
 
 Deno.test("a drain close (1001 drain:deploy) reconnects after about 1 s, the backoff at its base", async () => {
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     await using({ logLevel: "info" }, async (stack) => {
       const first = await stack.coord.authenticated(0);
       await first.waitFor((f) => f.type === "capabilities");
@@ -121,7 +110,7 @@ Deno.test("every pre-auth failure escalates the backoff: close before challenge,
     "bad_nonce",
     "silent",
   ];
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     await using({
       coordinator: { script: (n) => kinds[n] ?? "normal" },
       session: { backoff: new Backoff({ baseMs: 10, random: () => 0.5 }), handshakeTimeoutMs: 150 },
@@ -143,7 +132,7 @@ Deno.test("every pre-auth failure escalates the backoff: close before challenge,
 });
 
 Deno.test("after 10 consecutive pre-auth failures one error line says the coordinator is unreachable", async () => {
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     await using({
       coordinator: { script: (n) => (n < 13 ? "auth_failed" : "normal") },
       session: { backoff: new Backoff({ baseMs: 1, capMs: 4, random: () => 0.5 }) },
@@ -159,7 +148,7 @@ Deno.test("after 10 consecutive pre-auth failures one error line says the coordi
 });
 
 Deno.test("an unexpected close after auth logs a warning, resets the backoff and reconnects", async () => {
-  await capturingLogs(async (lines) => {
+  await captureLogs(async (lines) => {
     await using({
       session: { backoff: new Backoff({ baseMs: 50, random: () => 0.5 }) },
       logLevel: "info",

@@ -2,6 +2,8 @@
 // command loop over stdin/stdout, epoch clocks, percentiles, and the checks that a relayed or
 // directly read stream is complete (every delta, in order, usage and [DONE]) and how late it came.
 
+import { concatBytes } from "../../src/bytes.ts";
+
 /** Epoch milliseconds with fractions, the clock the fake backend stamps deltas with. */
 export function nowEpoch(): number {
   return performance.timeOrigin + performance.now();
@@ -124,16 +126,6 @@ export interface Received {
   arrivals: number[];
 }
 
-export function concatPieces(pieces: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(pieces.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of pieces) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 const latin1 = new TextDecoder("latin1");
 const DONE = "data: [DONE]\n\n";
 const TOKEN_DELTA = /"content":"tok(\d+) "/g;
@@ -171,7 +163,7 @@ export function streamProblem(
  * end) − (the time the backend stamped into it), in milliseconds.
  */
 export function stampLatencies(r: Received): number[] {
-  const text = latin1.decode(concatPieces(r.pieces));
+  const text = latin1.decode(concatBytes(r.pieces));
   const out: number[] = [];
   let piece = 0;
   let pieceEnd = r.pieces[0]?.length ?? 0;

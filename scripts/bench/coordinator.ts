@@ -2,11 +2,11 @@
 // event loop, driven by JSON-line commands. Sends rounds of jobs, times them to the last terminal
 // frame, stamps each job_chunk's arrival, and verifies every relayed byte after the clock stops.
 
+import { concatBytes } from "../../src/bytes.ts";
 import process from "node:process";
 import { type CoordSession, type Frame, TestCoordinator } from "../../tests/harness/coordinator.ts";
 import {
   type Command,
-  concatPieces,
   latencyOf,
   nowEpoch,
   type Received,
@@ -148,7 +148,7 @@ async function runRound(cmd: Command): Promise<Record<string, unknown>> {
       ? `${t.extra} frames after the terminal frame`
       : expectBytes !== undefined && total !== expectBytes
       ? `${total} bytes relayed, ${expectBytes} expected`
-      : streamProblem(concatPieces(pieces), deltas, stamp);
+      : streamProblem(concatBytes(pieces), deltas, stamp);
     if (problem !== undefined) failures.push(`${id}: ${problem}`);
     if (stamp) latencies.push(...stampLatencies(received));
   }

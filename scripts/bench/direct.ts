@@ -2,12 +2,12 @@
 // the agent relays (same forwarded request body), N at once, with a plain `fetch` + `for await`
 // reader (or the agent's raw HTTP/1.1 client, as a ceiling), timing and verifying every stream.
 
+import { concatBytes } from "../../src/bytes.ts";
 import process from "node:process";
 import { forwardedBody } from "../../src/backends/client.ts";
 import { request } from "../../src/backends/http1.ts";
 import {
   type Command,
-  concatPieces,
   latencyOf,
   nowEpoch,
   type Received,
@@ -78,7 +78,7 @@ async function runRound(cmd: Command): Promise<Record<string, unknown>> {
       continue;
     }
     const { r } = x.value;
-    const all = concatPieces(r.pieces);
+    const all = concatBytes(r.pieces);
     pieces += r.pieces.length;
     bytes.push(all.length);
     const problem = expectBytes !== undefined && all.length !== expectBytes

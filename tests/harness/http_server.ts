@@ -2,6 +2,8 @@
 // chunked bodies), writes whole replies and chunked event streams, and drops the socket on
 // purpose at any moment, the hangs, breaks and kills of PROTOCOL §4.
 
+import { concatBytes } from "../../src/bytes.ts";
+
 /** A request as read off the connection. */
 export interface HttpRequest {
   method: string;
@@ -155,7 +157,7 @@ export class HttpConn {
       parts.push(data.subarray(0, size));
     }
     for (let trailer; (trailer = await this.#line()) !== "";) if (trailer === null) return null;
-    return concat(parts);
+    return concatBytes(parts);
   }
 
   async #write(bytes: Uint8Array): Promise<void> {
@@ -175,7 +177,7 @@ export class HttpConn {
     const head =
       `HTTP/1.1 ${r.status} ${REASONS[r.status] ?? "Status"}\r\ncontent-type: ${r.type}\r\n` +
       `content-length: ${body.length}\r\n${extra}\r\n`;
-    return this.#write(concat([encoder.encode(head), body]));
+    return this.#write(concatBytes([encoder.encode(head), body]));
   }
 
   /** Status line and headers of a chunked event stream. */
@@ -189,7 +191,9 @@ export class HttpConn {
   /** One HTTP chunk. */
   chunk(text: string): Promise<void> {
     const data = encoder.encode(text);
-    return this.#write(concat([encoder.encode(`${data.length.toString(16)}\r\n`), data, CRLF]));
+    return this.#write(
+      concatBytes([encoder.encode(`${data.length.toString(16)}\r\n`), data, CRLF]),
+    );
   }
 
   /** The clean end of a chunked body. */
@@ -217,16 +221,6 @@ function indexOfCrlf(buf: Uint8Array): number {
     if (buf[i + 1] === 10) return i;
   }
   return -1;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** A JSON request body, or undefined when absent or not JSON. */

@@ -2,6 +2,7 @@
 // subprocess, so its RSS is its own) between the test coordinator and two plan backends, with
 // cancels, deadlines, unknown models and backend failures. Checks every job as it ends.
 
+import { concatBytes } from "../../src/bytes.ts";
 import { type CoordSession, type Frame, TestCoordinator } from "./coordinator.ts";
 import {
   type Expected,
@@ -130,16 +131,6 @@ function pick(rnd: () => number, n: number, seed: number): Omit<JobRecord, "id" 
   };
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
 function startsWith(whole: Uint8Array, prefix: Uint8Array): boolean {
   if (prefix.length > whole.length) return false;
   for (let i = 0; i < prefix.length; i++) if (whole[i] !== prefix[i]) return false;
@@ -246,7 +237,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     await within(s.waitFor((f) => f.type === "capabilities"), 30_000, "capabilities");
 
     const finish = (j: JobRecord) => {
-      const relayed = concat(j.pieces);
+      const relayed = concatBytes(j.pieces);
       j.pieces = [];
       const bad = verdict(j, relayed);
       if (bad) violations.push(bad);
