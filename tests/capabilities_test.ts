@@ -8,20 +8,7 @@ import { AGENT_NAME, AGENT_VERSION } from "../src/version.ts";
 import { connectWs } from "../src/ws.ts";
 import type { CoordSession, Frame } from "./harness/coordinator.ts";
 import { DEFAULT_MODELS } from "./harness/fake_backend.ts";
-import { type Stack, type StackOptions, startStack } from "./harness/stack.ts";
-
-/** Starts a stack, runs `fn` with its first authenticated session, and stops it whatever happens. */
-async function withStack(
-  opts: StackOptions,
-  fn: (stack: Stack, session: CoordSession) => Promise<void>,
-): Promise<void> {
-  const stack = await startStack(opts);
-  try {
-    await fn(stack, await stack.coord.authenticated(0));
-  } finally {
-    await stack.stop();
-  }
-}
+import { type Stack, startStack, withSession } from "./harness/stack.ts";
 
 /** A loopback port on which nothing listens. */
 function closedPort(): number {
@@ -78,7 +65,7 @@ async function barrier(s: CoordSession): Promise<void> {
 }
 
 Deno.test("capabilities lists each model once, sorted, with prices, limits and metadata", async () => {
-  await withStack(
+  await withSession(
     {
       backends: [
         { kind: "vllm", models: ["zeta/model", "alpha/model"], contextWindow: 8192 },
@@ -157,7 +144,7 @@ Deno.test("capabilities lists each model once, sorted, with prices, limits and m
 });
 
 Deno.test("max_tokens_per_minute is null when not configured", async () => {
-  await withStack({ backends: [{ kind: "vllm" }] }, async (_stack, s) => {
+  await withSession({ backends: [{ kind: "vllm" }] }, async (_stack, s) => {
     const caps: Json = await s.nth("capabilities", 1);
     assert.deepEqual(caps.limits, { max_concurrent_total: 8, max_tokens_per_minute: null });
     assert.equal(Object.hasOwn(caps.limits, "max_tokens_per_minute"), true);
@@ -169,7 +156,7 @@ Deno.test("max_tokens_per_minute is null when not configured", async () => {
 
 Deno.test("capabilities is still sent, with no models, when the only backend is unreachable", async () => {
   const port = closedPort();
-  await withStack(
+  await withSession(
     {
       backends: [],
       backendsToml: () => `[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:${port}"\n`,
@@ -185,7 +172,7 @@ Deno.test("capabilities is still sent, with no models, when the only backend is 
 });
 
 Deno.test("capabilities is still sent, with no models, when every backend is unhealthy", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm", state: "dead" }, { kind: "llamacpp", state: "loading" }] },
     async (_stack, s) => {
       const caps: Json = await s.nth("capabilities", 1);
@@ -195,7 +182,7 @@ Deno.test("capabilities is still sent, with no models, when every backend is unh
 });
 
 Deno.test("rediscovery sends a fresh capabilities frame when a backend dies", async () => {
-  await withStack(
+  await withSession(
     {
       backends: [{ kind: "vllm", models: ["v/model"] }, { kind: "ollama", models: ["o:latest"] }],
       rediscoverMs: 30,
@@ -215,7 +202,7 @@ Deno.test("rediscovery sends a fresh capabilities frame when a backend dies", as
 });
 
 Deno.test("rediscovery sends a fresh capabilities frame when a backend is closed", async () => {
-  await withStack(
+  await withSession(
     {
       backends: [{ kind: "vllm", models: ["v/model"] }, { kind: "lmstudio", models: ["l-model"] }],
       rediscoverMs: 30,
@@ -233,7 +220,7 @@ Deno.test("rediscovery sends a fresh capabilities frame when a backend is closed
 });
 
 Deno.test("rediscovery sends no capabilities frame when nothing changed", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm" }, { kind: "ollama" }], rediscoverMs: 20 },
     async (stack, s) => {
       const runs = countRefreshes(stack);
@@ -299,7 +286,7 @@ Deno.test("a slow first discovery that rediscovery joins still yields one capabi
 Deno.test("losing a second backend that changes nothing advertised sends no capabilities frame", async () => {
   // vllm is preferred for "shared" and both backends report the same context window and
   // formats: with ollama gone, the advertised entry is the same.
-  await withStack(
+  await withSession(
     {
       backends: [{ kind: "vllm", models: ["shared"] }, { kind: "ollama", models: ["shared"] }],
       rediscoverMs: 20,
@@ -324,7 +311,7 @@ Deno.test("losing a second backend that changes nothing advertised sends no capa
 
 Deno.test("a model served by two backends is routed to the preferred one", async () => {
   // ollama first in the config: the kind's priority decides.
-  await withStack(
+  await withSession(
     {
       backends: [{ kind: "ollama", models: ["shared"] }, { kind: "vllm", models: ["shared"] }],
     },
@@ -345,7 +332,7 @@ Deno.test("a model served by two backends is routed to the preferred one", async
 });
 
 Deno.test("a killed preferred backend: its job moves to the other backend, it is routed around, capabilities re-sent", async () => {
-  await withStack(
+  await withSession(
     {
       backends: [
         { kind: "vllm", models: ["failover/shared"], contextWindow: 8192 },
@@ -395,7 +382,7 @@ Deno.test("a killed preferred backend: its job moves to the other backend, it is
 
 Deno.test("an anthropic job goes to the best backend that speaks anthropic", async () => {
   // venice is preferred over openrouter but speaks only the OpenAI format.
-  await withStack(
+  await withSession(
     {
       backends: [
         { kind: "openrouter", models: ["both/model"] },
@@ -425,7 +412,7 @@ Deno.test("an anthropic job goes to the best backend that speaks anthropic", asy
 });
 
 Deno.test("killing the only backend of a model withdraws it at once", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm", models: ["v/model"] }, { kind: "ollama", models: ["o:latest"] }] },
     async (stack, s) => {
       await s.nth("capabilities", 1);

@@ -15,31 +15,13 @@ import { KINDS } from "../src/backends/kinds.ts";
 import type { BackendKind } from "../src/config.ts";
 import { BackendError, type ErrorCode } from "../src/errors.ts";
 import type { WireFormat } from "../src/protocol.ts";
-import {
-  DEFAULT_MODELS,
-  type FakeBackend,
-  type FakeBackendOptions,
-  startFakeBackend,
-} from "./harness/fake_backend.ts";
+import { DEFAULT_MODELS, withFakeBackend } from "./harness/fake_backend.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
 const decoder = new TextDecoder();
 const MESSAGES = [{ role: "user", content: "hi" }];
-
-/** Starts a fake, runs `fn`, and closes it whatever happens. */
-async function withFake(
-  opts: FakeBackendOptions,
-  fn: (fake: FakeBackend) => Promise<void>,
-): Promise<void> {
-  const fake = await startFakeBackend(opts);
-  try {
-    await fn(fake);
-  } finally {
-    await fake.close();
-  }
-}
 
 function targetOf(kind: BackendKind, base: string, apiKey?: string): Target {
   return { spec: KINDS[kind], base, apiKey };
@@ -131,41 +113,44 @@ Deno.test("forwardedBody for anthropic pins model and stream and adds no stream_
 
 Deno.test("the backend receives the pinned request intact and the stream comes back verbatim", async () => {
   const model = DEFAULT_MODELS.vllm[0]!;
-  await withFake({ kind: "vllm", defaultScript: { deltas: ["Hel", "lo"] } }, async (fake) => {
-    const text = await complete(targetOf("vllm", fake.url), model, {
-      model: "some/other-model",
-      stream: false,
-      stream_options: { continuous_usage_stats: true },
-      messages: MESSAGES,
-      temperature: 0,
-      max_tokens: 16,
-      tools: [{ type: "function", function: { name: "f", parameters: {} } }],
-    });
-    const req = fake.requests[0]!;
-    assert.equal(req.method, "POST");
-    assert.equal(req.path, "/v1/chat/completions");
-    assert.deepEqual(req.body, {
-      model,
-      stream: true,
-      stream_options: { continuous_usage_stats: true, include_usage: true },
-      messages: MESSAGES,
-      temperature: 0,
-      max_tokens: 16,
-      tools: [{ type: "function", function: { name: "f", parameters: {} } }],
-    });
-    assert.equal(req.headers.get("content-type"), "application/json");
-    assert.equal(req.headers.get("accept"), "text/event-stream");
-    assert.equal(req.headers.get("x-conversation-id"), null);
-    assert.match(text, /"content":"Hel"/);
-    assert.match(text, /"content":"lo"/);
-    assert.match(text, /"usage":\{"prompt_tokens":11,"completion_tokens":2/);
-    assert.ok(text.endsWith("data: [DONE]\n\n"));
-  });
+  await withFakeBackend(
+    { kind: "vllm", defaultScript: { deltas: ["Hel", "lo"] } },
+    async (fake) => {
+      const text = await complete(targetOf("vllm", fake.url), model, {
+        model: "some/other-model",
+        stream: false,
+        stream_options: { continuous_usage_stats: true },
+        messages: MESSAGES,
+        temperature: 0,
+        max_tokens: 16,
+        tools: [{ type: "function", function: { name: "f", parameters: {} } }],
+      });
+      const req = fake.requests[0]!;
+      assert.equal(req.method, "POST");
+      assert.equal(req.path, "/v1/chat/completions");
+      assert.deepEqual(req.body, {
+        model,
+        stream: true,
+        stream_options: { continuous_usage_stats: true, include_usage: true },
+        messages: MESSAGES,
+        temperature: 0,
+        max_tokens: 16,
+        tools: [{ type: "function", function: { name: "f", parameters: {} } }],
+      });
+      assert.equal(req.headers.get("content-type"), "application/json");
+      assert.equal(req.headers.get("accept"), "text/event-stream");
+      assert.equal(req.headers.get("x-conversation-id"), null);
+      assert.match(text, /"content":"Hel"/);
+      assert.match(text, /"content":"lo"/);
+      assert.match(text, /"usage":\{"prompt_tokens":11,"completion_tokens":2/);
+      assert.ok(text.endsWith("data: [DONE]\n\n"));
+    },
+  );
 });
 
 Deno.test("venice keeps venice_parameters as sent", async () => {
   const model = DEFAULT_MODELS.venice[0]!;
-  await withFake({ kind: "venice", apiKey: "sk-venice" }, async (fake) => {
+  await withFakeBackend({ kind: "venice", apiKey: "sk-venice" }, async (fake) => {
     const venice = { include_venice_system_prompt: false, character_slug: "x" };
     await complete(targetOf("venice", fake.url, "sk-venice"), model, {
       messages: MESSAGES,
@@ -180,7 +165,7 @@ Deno.test("venice keeps venice_parameters as sent", async () => {
 
 Deno.test("anthropic jobs go to /v1/messages on local kinds", async () => {
   const model = DEFAULT_MODELS.llamacpp[0]!;
-  await withFake({ kind: "llamacpp" }, async (fake) => {
+  await withFakeBackend({ kind: "llamacpp" }, async (fake) => {
     const text = await complete(
       targetOf("llamacpp", fake.url),
       model,
@@ -197,7 +182,7 @@ Deno.test("anthropic jobs go to /v1/messages on local kinds", async () => {
 
 Deno.test("openrouter anthropic jobs go to /api/v1/messages with the key", async () => {
   const model = DEFAULT_MODELS.openrouter[0]!;
-  await withFake({ kind: "openrouter", apiKey: "sk-or" }, async (fake) => {
+  await withFakeBackend({ kind: "openrouter", apiKey: "sk-or" }, async (fake) => {
     await complete(targetOf("openrouter", fake.url, "sk-or"), model, {
       max_tokens: 32,
       messages: MESSAGES,
@@ -209,7 +194,7 @@ Deno.test("openrouter anthropic jobs go to /api/v1/messages with the key", async
 });
 
 Deno.test("venice refuses the anthropic format with model_not_loaded and sends nothing", async () => {
-  await withFake({ kind: "venice" }, async (fake) => {
+  await withFakeBackend({ kind: "venice" }, async (fake) => {
     await rejectsWith(
       openCompletion(
         targetOf("venice", fake.url, "sk-venice"),
@@ -227,7 +212,7 @@ Deno.test("venice refuses the anthropic format with model_not_loaded and sends n
 
 Deno.test("a remote kind without an API key is auth_rejected_by_backend and sends nothing", async () => {
   for (const kind of ["openrouter", "venice"] as const) {
-    await withFake({ kind }, async (fake) => {
+    await withFakeBackend({ kind }, async (fake) => {
       for (const key of [undefined, ""]) {
         await rejectsWith(
           openCompletion(
@@ -248,7 +233,7 @@ Deno.test("a remote kind without an API key is auth_rejected_by_backend and send
 
 Deno.test("the API key goes to openrouter and venice as a Bearer token", async () => {
   for (const kind of ["openrouter", "venice"] as const) {
-    await withFake({ kind, apiKey: `sk-${kind}` }, async (fake) => {
+    await withFakeBackend({ kind, apiKey: `sk-${kind}` }, async (fake) => {
       await complete(targetOf(kind, fake.url, `sk-${kind}`), DEFAULT_MODELS[kind][0]!, {
         messages: MESSAGES,
       });
@@ -260,7 +245,7 @@ Deno.test("the API key goes to openrouter and venice as a Bearer token", async (
 
 Deno.test("local kinds get no Authorization header without a key", async () => {
   for (const kind of ["vllm", "llamacpp", "lmstudio", "ollama"] as const) {
-    await withFake({ kind }, async (fake) => {
+    await withFakeBackend({ kind }, async (fake) => {
       await complete(targetOf(kind, fake.url), DEFAULT_MODELS[kind][0]!, { messages: MESSAGES });
       const h = fake.requests[0]!.headers;
       assert.equal(h.get("authorization"), null, kind);
@@ -271,7 +256,7 @@ Deno.test("local kinds get no Authorization header without a key", async () => {
 
 Deno.test("LM Studio anthropic requests carry a non-empty x-api-key", async () => {
   // The fake refuses /v1/messages without one, as LM Studio does.
-  await withFake({ kind: "lmstudio" }, async (fake) => {
+  await withFakeBackend({ kind: "lmstudio" }, async (fake) => {
     const text = await complete(
       targetOf("lmstudio", fake.url),
       DEFAULT_MODELS.lmstudio[0]!,
@@ -286,7 +271,7 @@ Deno.test("LM Studio anthropic requests carry a non-empty x-api-key", async () =
 });
 
 Deno.test("vLLM gets its key as Bearer only, never as x-api-key", async () => {
-  await withFake({ kind: "vllm", apiKey: "sk-vllm" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm", apiKey: "sk-vllm" }, async (fake) => {
     await complete(targetOf("vllm", fake.url, "sk-vllm"), DEFAULT_MODELS.vllm[0]!, {
       max_tokens: 8,
       messages: MESSAGES,
@@ -357,7 +342,7 @@ Deno.test("statusError maps other statuses to internal with the upstream message
 });
 
 Deno.test("a backend answering 401 is auth_rejected_by_backend", async () => {
-  await withFake({ kind: "vllm", apiKey: "right" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm", apiKey: "right" }, async (fake) => {
     await rejectsWith(
       complete(targetOf("vllm", fake.url, "wrong"), DEFAULT_MODELS.vllm[0]!, {
         messages: MESSAGES,
@@ -369,7 +354,7 @@ Deno.test("a backend answering 401 is auth_rejected_by_backend", async () => {
 });
 
 Deno.test("a backend answering 403 is auth_rejected_by_backend", async () => {
-  await withFake({ kind: "openrouter", defaultScript: { status: 403 } }, async (fake) => {
+  await withFakeBackend({ kind: "openrouter", defaultScript: { status: 403 } }, async (fake) => {
     await rejectsWith(
       complete(targetOf("openrouter", fake.url, "k"), DEFAULT_MODELS.openrouter[0]!, {
         messages: MESSAGES,
@@ -381,7 +366,7 @@ Deno.test("a backend answering 403 is auth_rejected_by_backend", async () => {
 });
 
 Deno.test("a backend that does not know the model is model_not_loaded with its message", async () => {
-  await withFake({ kind: "ollama" }, async (fake) => {
+  await withFakeBackend({ kind: "ollama" }, async (fake) => {
     await rejectsWith(
       complete(targetOf("ollama", fake.url), "not-pulled:latest", { messages: MESSAGES }),
       "model_not_loaded",
@@ -399,15 +384,18 @@ Deno.test("LM Studio's 400 No models loaded is model_not_loaded", async () => {
       code: "model_not_found",
     },
   });
-  await withFake({ kind: "lmstudio", defaultScript: { status: 400, errorBody } }, async (fake) => {
-    await rejectsWith(
-      complete(targetOf("lmstudio", fake.url), DEFAULT_MODELS.lmstudio[0]!, {
-        messages: MESSAGES,
-      }),
-      "model_not_loaded",
-      /HTTP 400: No models loaded/,
-    );
-  });
+  await withFakeBackend(
+    { kind: "lmstudio", defaultScript: { status: 400, errorBody } },
+    async (fake) => {
+      await rejectsWith(
+        complete(targetOf("lmstudio", fake.url), DEFAULT_MODELS.lmstudio[0]!, {
+          messages: MESSAGES,
+        }),
+        "model_not_loaded",
+        /HTTP 400: No models loaded/,
+      );
+    },
+  );
 });
 
 Deno.test("500 and 503 answers are internal with the upstream message of every body shape", async () => {
@@ -417,7 +405,7 @@ Deno.test("500 and 503 answers are internal with the upstream message of every b
     [500, `{"object":"error","message":"flat failure","type":"x","code":500}`, "flat failure"],
   ];
   for (const [status, errorBody, message] of shapes) {
-    await withFake({ kind: "vllm", defaultScript: { status, errorBody } }, async (fake) => {
+    await withFakeBackend({ kind: "vllm", defaultScript: { status, errorBody } }, async (fake) => {
       await rejectsWith(
         complete(targetOf("vllm", fake.url), DEFAULT_MODELS.vllm[0]!, { messages: MESSAGES }),
         "internal",
@@ -428,7 +416,7 @@ Deno.test("500 and 503 answers are internal with the upstream message of every b
 });
 
 Deno.test("a loading llama.cpp's 503 is internal with its message", async () => {
-  await withFake({ kind: "llamacpp", state: "loading" }, async (fake) => {
+  await withFakeBackend({ kind: "llamacpp", state: "loading" }, async (fake) => {
     await rejectsWith(
       complete(targetOf("llamacpp", fake.url), DEFAULT_MODELS.llamacpp[0]!, {
         messages: MESSAGES,
@@ -451,18 +439,21 @@ Deno.test("connection refused is backend_unreachable", async () => {
 });
 
 Deno.test("a stream that breaks off mid-way is internal", async () => {
-  await withFake({ kind: "vllm", defaultScript: { deltas: 5, breakAfter: 2 } }, async (fake) => {
-    await rejectsWith(
-      complete(targetOf("vllm", fake.url), DEFAULT_MODELS.vllm[0]!, { messages: MESSAGES }),
-      "internal",
-    );
-  });
+  await withFakeBackend(
+    { kind: "vllm", defaultScript: { deltas: 5, breakAfter: 2 } },
+    async (fake) => {
+      await rejectsWith(
+        complete(targetOf("vllm", fake.url), DEFAULT_MODELS.vllm[0]!, { messages: MESSAGES }),
+        "internal",
+      );
+    },
+  );
 });
 
 // ---- cancellation ----------------------------------------------------------------------------
 
 Deno.test("aborting while the stream runs closes the backend request", async () => {
-  await withFake(
+  await withFakeBackend(
     { kind: "vllm", defaultScript: { deltas: 1000, delayMs: 20 } },
     async (fake) => {
       const ac = new AbortController();
@@ -487,63 +478,72 @@ Deno.test("aborting while the stream runs closes the backend request", async () 
 });
 
 Deno.test("aborting before the backend answers rejects with the reason and closes the request", async () => {
-  await withFake({ kind: "ollama", defaultScript: { hang: "before-headers" } }, async (fake) => {
-    const ac = new AbortController();
-    const opening = openCompletion(
-      targetOf("ollama", fake.url),
-      DEFAULT_MODELS.ollama[0]!,
-      { messages: MESSAGES },
-      "openai",
-      ac.signal,
-    );
-    await fake.waitForRequests(1);
-    const reason = new Error("deadline");
-    ac.abort(reason);
-    await assert.rejects(opening, (err) => err === reason);
-    assert.equal(await fake.waitForClose(1), "client-closed");
-  });
+  await withFakeBackend(
+    { kind: "ollama", defaultScript: { hang: "before-headers" } },
+    async (fake) => {
+      const ac = new AbortController();
+      const opening = openCompletion(
+        targetOf("ollama", fake.url),
+        DEFAULT_MODELS.ollama[0]!,
+        { messages: MESSAGES },
+        "openai",
+        ac.signal,
+      );
+      await fake.waitForRequests(1);
+      const reason = new Error("deadline");
+      ac.abort(reason);
+      await assert.rejects(opening, (err) => err === reason);
+      assert.equal(await fake.waitForClose(1), "client-closed");
+    },
+  );
 });
 
 Deno.test("aborting after the headers, before any event, closes the backend request", async () => {
-  await withFake({ kind: "llamacpp", defaultScript: { hang: "after-headers" } }, async (fake) => {
-    const ac = new AbortController();
-    const body = await openCompletion(
-      targetOf("llamacpp", fake.url),
-      DEFAULT_MODELS.llamacpp[0]!,
-      { messages: MESSAGES },
-      "openai",
-      ac.signal,
-    );
-    try {
-      const pending = body.read();
-      ac.abort(new Error("cancel"));
-      await assert.rejects(pending);
-      assert.equal(await fake.waitForClose(1), "client-closed");
-    } finally {
-      body.close();
-    }
-  });
+  await withFakeBackend(
+    { kind: "llamacpp", defaultScript: { hang: "after-headers" } },
+    async (fake) => {
+      const ac = new AbortController();
+      const body = await openCompletion(
+        targetOf("llamacpp", fake.url),
+        DEFAULT_MODELS.llamacpp[0]!,
+        { messages: MESSAGES },
+        "openai",
+        ac.signal,
+      );
+      try {
+        const pending = body.read();
+        ac.abort(new Error("cancel"));
+        await assert.rejects(pending);
+        assert.equal(await fake.waitForClose(1), "client-closed");
+      } finally {
+        body.close();
+      }
+    },
+  );
 });
 
 Deno.test("closing the body closes the backend request", async () => {
-  await withFake({ kind: "vllm", defaultScript: { deltas: 1000, delayMs: 20 } }, async (fake) => {
-    const body = await openCompletion(
-      targetOf("vllm", fake.url),
-      DEFAULT_MODELS.vllm[0]!,
-      { messages: MESSAGES },
-      "openai",
-      new AbortController().signal,
-    );
-    assert.notEqual(await body.read(), null);
-    body.close();
-    body.close(); // idempotent
-    assert.equal(await fake.waitForClose(1), "client-closed");
-    assert.equal(await body.read(), null);
-  });
+  await withFakeBackend(
+    { kind: "vllm", defaultScript: { deltas: 1000, delayMs: 20 } },
+    async (fake) => {
+      const body = await openCompletion(
+        targetOf("vllm", fake.url),
+        DEFAULT_MODELS.vllm[0]!,
+        { messages: MESSAGES },
+        "openai",
+        new AbortController().signal,
+      );
+      assert.notEqual(await body.read(), null);
+      body.close();
+      body.close(); // idempotent
+      assert.equal(await fake.waitForClose(1), "client-closed");
+      assert.equal(await body.read(), null);
+    },
+  );
 });
 
 Deno.test("an already aborted signal sends nothing", async () => {
-  await withFake({ kind: "vllm" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm" }, async (fake) => {
     const ac = new AbortController();
     const reason = new Error("gone");
     ac.abort(reason);

@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import {
   DEFAULT_MODELS,
-  type FakeBackend,
   type FakeKind,
   OPENROUTER_PRICING,
   startFakeBackend,
+  withFakeBackend,
 } from "./harness/fake_backend.ts";
 
 /** Parsed JSON read by the assertions below. */
@@ -69,18 +69,6 @@ async function readAll(res: Response): Promise<{ text: string; chunks: number; e
   }
 }
 
-async function withFake(
-  opts: Parameters<typeof startFakeBackend>[0],
-  fn: (fake: FakeBackend) => Promise<void>,
-): Promise<void> {
-  const fake = await startFakeBackend(opts);
-  try {
-    await fn(fake);
-  } finally {
-    await fake.close();
-  }
-}
-
 Deno.test("each kind answers its discovery routes the way the real server does", async () => {
   const ctx = 4096;
   const checks: Record<FakeKind, (u: string, model: string) => Promise<void>> = {
@@ -138,7 +126,7 @@ Deno.test("each kind answers its discovery routes the way the real server does",
     },
   };
   for (const [kind, check] of Object.entries(checks) as [FakeKind, typeof checks.vllm][]) {
-    await withFake({ kind, contextWindow: ctx }, async (fake) => {
+    await withFakeBackend({ kind, contextWindow: ctx }, async (fake) => {
       await check(fake.url, DEFAULT_MODELS[kind][0]!);
       const wrong = await fetch(`${fake.url}/no/such/route`);
       assert.equal(wrong.status, 404, kind);
@@ -149,7 +137,7 @@ Deno.test("each kind answers its discovery routes the way the real server does",
 });
 
 Deno.test("an OpenAI stream has a role chunk, a chunk per delta, finish_reason, usage when asked and [DONE]", async () => {
-  await withFake({ kind: "vllm", models: ["m1", "m2"] }, async (fake) => {
+  await withFakeBackend({ kind: "vllm", models: ["m1", "m2"] }, async (fake) => {
     const res = await post(`${fake.url}/v1/chat/completions`, {
       ...CHAT,
       model: "m2",
@@ -183,7 +171,7 @@ Deno.test("an OpenAI stream has a role chunk, a chunk per delta, finish_reason, 
 
 Deno.test("usage comes only with include_usage, except on openrouter which always sends it", async () => {
   for (const [kind, expectUsage] of [["llamacpp", false], ["openrouter", true]] as const) {
-    await withFake(
+    await withFakeBackend(
       { kind, defaultScript: { deltas: ["a", "b"], comments: true } },
       async (fake) => {
         const res = await post(`${fake.url}/${kind === "llamacpp" ? "v1/" : ""}chat/completions`, {
@@ -209,7 +197,7 @@ Deno.test("usage comes only with include_usage, except on openrouter which alway
 });
 
 Deno.test("an Anthropic stream has message_start usage, text deltas, the output count and message_stop", async () => {
-  await withFake(
+  await withFakeBackend(
     { kind: "llamacpp", defaultScript: { deltas: 3, inputTokens: 7 } },
     async (fake) => {
       const res = await post(`${fake.url}/v1/messages`, {
@@ -237,7 +225,7 @@ Deno.test("an Anthropic stream has message_start usage, text deltas, the output 
       assert.equal(fake.requests[0]!.path, "/v1/messages");
     },
   );
-  await withFake({ kind: "vllm" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm" }, async (fake) => {
     const res = await post(`${fake.url}/v1/messages`, { ...CHAT, model: DEFAULT_MODELS.vllm[0] });
     const ev = events(await res.text());
     const delta = ev.find((e) => e.event === "message_delta")!;
@@ -247,7 +235,7 @@ Deno.test("an Anthropic stream has message_start usage, text deltas, the output 
 });
 
 Deno.test("unknown models, venice messages and scripted statuses answer error bodies in the server's shape", async () => {
-  await withFake({ kind: "venice" }, async (fake) => {
+  await withFakeBackend({ kind: "venice" }, async (fake) => {
     const messages = await post(`${fake.url}/messages`, {
       ...CHAT,
       model: DEFAULT_MODELS.venice[0],
@@ -258,7 +246,7 @@ Deno.test("unknown models, venice messages and scripted statuses answer error bo
     assert.equal(unknown.status, 404);
     assert.equal(typeof (await unknown.json()).error, "string");
   });
-  await withFake({ kind: "vllm" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm" }, async (fake) => {
     const unknown = await post(`${fake.url}/v1/chat/completions`, { ...CHAT, model: "nope" });
     assert.equal(unknown.status, 404);
     assert.match(unknown.headers.get("content-type")!, /application\/json/);
@@ -278,7 +266,7 @@ Deno.test("unknown models, venice messages and scripted statuses answer error bo
     assert.equal(flat.status, 503, "the model's own script wins over the default");
     await flat.body?.cancel();
   });
-  await withFake({
+  await withFakeBackend({
     kind: "openrouter",
     defaultScript: { status: 500, errorBody: '{"object":"error","message":"flat"}' },
   }, async (fake) => {
@@ -294,7 +282,7 @@ Deno.test("unknown models, venice messages and scripted statuses answer error bo
 });
 
 Deno.test("breakAfter gives the client a broken stream with no [DONE]", async () => {
-  await withFake({ kind: "ollama", defaultScript: { breakAfter: 2 } }, async (fake) => {
+  await withFakeBackend({ kind: "ollama", defaultScript: { breakAfter: 2 } }, async (fake) => {
     const res = await post(`${fake.url}/v1/chat/completions`, {
       ...CHAT,
       model: "llama3.2:latest",
@@ -309,76 +297,90 @@ Deno.test("breakAfter gives the client a broken stream with no [DONE]", async ()
 });
 
 Deno.test("errorEventAfter sends an in-stream error; endWithoutDone ends cleanly without finish or [DONE]", async () => {
-  await withFake({ kind: "llamacpp", defaultScript: { errorEventAfter: 1 } }, async (fake) => {
-    const model = DEFAULT_MODELS.llamacpp[0];
-    const openai = await readAll(await post(`${fake.url}/v1/chat/completions`, { ...CHAT, model }));
-    assert.equal(openai.error, undefined);
-    const ev = events(openai.text);
-    assert.deepEqual(ev.at(-1)!.data, { error: { message: "upstream exploded", code: 500 } });
-    assert.equal(ev.length, 3, "role chunk, one delta, the error");
-    const anthropic = await readAll(await post(`${fake.url}/v1/messages`, { ...CHAT, model }));
-    const last = events(anthropic.text).at(-1)!;
-    assert.equal(last.event, "error");
-    assert.equal(last.data.error.message, "upstream exploded");
-    fake.setDefaultScript({ endWithoutDone: true, deltas: 2 });
-    const cut = await readAll(await post(`${fake.url}/v1/chat/completions`, { ...CHAT, model }));
-    assert.equal(cut.error, undefined);
-    assert.match(cut.text, /tok1 /);
-    assert.doesNotMatch(cut.text, /\[DONE\]|"finish_reason":"stop"/);
-  });
+  await withFakeBackend(
+    { kind: "llamacpp", defaultScript: { errorEventAfter: 1 } },
+    async (fake) => {
+      const model = DEFAULT_MODELS.llamacpp[0];
+      const openai = await readAll(
+        await post(`${fake.url}/v1/chat/completions`, { ...CHAT, model }),
+      );
+      assert.equal(openai.error, undefined);
+      const ev = events(openai.text);
+      assert.deepEqual(ev.at(-1)!.data, { error: { message: "upstream exploded", code: 500 } });
+      assert.equal(ev.length, 3, "role chunk, one delta, the error");
+      const anthropic = await readAll(await post(`${fake.url}/v1/messages`, { ...CHAT, model }));
+      const last = events(anthropic.text).at(-1)!;
+      assert.equal(last.event, "error");
+      assert.equal(last.data.error.message, "upstream exploded");
+      fake.setDefaultScript({ endWithoutDone: true, deltas: 2 });
+      const cut = await readAll(await post(`${fake.url}/v1/chat/completions`, { ...CHAT, model }));
+      assert.equal(cut.error, undefined);
+      assert.match(cut.text, /tok1 /);
+      assert.doesNotMatch(cut.text, /\[DONE\]|"finish_reason":"stop"/);
+    },
+  );
 });
 
 Deno.test("a hang before headers keeps the request pending until the client aborts", async () => {
-  await withFake({ kind: "vllm", defaultScript: { hang: "before-headers" } }, async (fake) => {
-    const ac = new AbortController();
-    const pending = post(
-      `${fake.url}/v1/chat/completions`,
-      { ...CHAT, model: DEFAULT_MODELS.vllm[0] },
-      {},
-      ac.signal,
-    );
-    await fake.waitForRequests(1);
-    assert.equal(fake.openStreams, 1);
-    ac.abort();
-    await assert.rejects(pending, { name: "AbortError" }, "no headers came before the abort");
-    assert.equal(await fake.waitForClose(1), "client-closed");
-    assert.equal(fake.openStreams, 0);
-  });
+  await withFakeBackend(
+    { kind: "vllm", defaultScript: { hang: "before-headers" } },
+    async (fake) => {
+      const ac = new AbortController();
+      const pending = post(
+        `${fake.url}/v1/chat/completions`,
+        { ...CHAT, model: DEFAULT_MODELS.vllm[0] },
+        {},
+        ac.signal,
+      );
+      await fake.waitForRequests(1);
+      assert.equal(fake.openStreams, 1);
+      ac.abort();
+      await assert.rejects(pending, { name: "AbortError" }, "no headers came before the abort");
+      assert.equal(await fake.waitForClose(1), "client-closed");
+      assert.equal(fake.openStreams, 0);
+    },
+  );
 });
 
 Deno.test("a hang after headers reports client-closed when the client cancels the body", async () => {
-  await withFake({ kind: "lmstudio", defaultScript: { hang: "after-headers" } }, async (fake) => {
-    const res = await post(`${fake.url}/v1/chat/completions`, {
-      ...CHAT,
-      model: DEFAULT_MODELS.lmstudio[0],
-    });
-    assert.equal(res.status, 200);
-    await res.body!.cancel();
-    assert.equal(await fake.waitForClose(1), "client-closed");
-    assert.equal(fake.openStreams, 0);
-  });
+  await withFakeBackend(
+    { kind: "lmstudio", defaultScript: { hang: "after-headers" } },
+    async (fake) => {
+      const res = await post(`${fake.url}/v1/chat/completions`, {
+        ...CHAT,
+        model: DEFAULT_MODELS.lmstudio[0],
+      });
+      assert.equal(res.status, 200);
+      await res.body!.cancel();
+      assert.equal(await fake.waitForClose(1), "client-closed");
+      assert.equal(fake.openStreams, 0);
+    },
+  );
 });
 
 Deno.test("a client that aborts mid-stream is seen as client-closed", async () => {
-  await withFake({ kind: "ollama", defaultScript: { deltas: 1000, delayMs: 5 } }, async (fake) => {
-    const ac = new AbortController();
-    const res = await post(
-      `${fake.url}/v1/chat/completions`,
-      { ...CHAT, model: "llama3.2:latest" },
-      {},
-      ac.signal,
-    );
-    const reader = res.body!.getReader();
-    await reader.read();
-    ac.abort();
-    await assert.rejects(reader.read());
-    assert.equal(await fake.waitForClose(1), "client-closed");
-  });
+  await withFakeBackend(
+    { kind: "ollama", defaultScript: { deltas: 1000, delayMs: 5 } },
+    async (fake) => {
+      const ac = new AbortController();
+      const res = await post(
+        `${fake.url}/v1/chat/completions`,
+        { ...CHAT, model: "llama3.2:latest" },
+        {},
+        ac.signal,
+      );
+      const reader = res.body!.getReader();
+      await reader.read();
+      ac.abort();
+      await assert.rejects(reader.read());
+      assert.equal(await fake.waitForClose(1), "client-closed");
+    },
+  );
 });
 
 Deno.test("apiKey is required with the header each server accepts", async () => {
   const key = "sk-test";
-  await withFake({ kind: "vllm", apiKey: key }, async (fake) => {
+  await withFakeBackend({ kind: "vllm", apiKey: key }, async (fake) => {
     const body = { ...CHAT, model: DEFAULT_MODELS.vllm[0] };
     const none = await post(`${fake.url}/v1/chat/completions`, body);
     assert.equal(none.status, 401);
@@ -397,7 +399,7 @@ Deno.test("apiKey is required with the header each server accepts", async () => 
     assert.equal(fake.requests.length, 3, "refused requests are recorded too");
     assert.equal(fake.requests[2]!.headers.get("authorization"), `Bearer ${key}`);
   });
-  await withFake({ kind: "llamacpp", apiKey: key }, async (fake) => {
+  await withFakeBackend({ kind: "llamacpp", apiKey: key }, async (fake) => {
     const res = await post(`${fake.url}/v1/messages`, {
       ...CHAT,
       model: DEFAULT_MODELS.llamacpp[0],
@@ -408,11 +410,11 @@ Deno.test("apiKey is required with the header each server accepts", async () => 
     await res.text();
     assert.equal((await getJson(`${fake.url}/v1/models`))[0], 200, "model list needs no key");
   });
-  await withFake({ kind: "openrouter", apiKey: key }, async (fake) => {
+  await withFakeBackend({ kind: "openrouter", apiKey: key }, async (fake) => {
     assert.equal((await getJson(`${fake.url}/models`))[0], 401);
     assert.equal((await getJson(`${fake.url}/models`, { authorization: `Bearer ${key}` }))[0], 200);
   });
-  await withFake({ kind: "venice", apiKey: key }, async (fake) => {
+  await withFakeBackend({ kind: "venice", apiKey: key }, async (fake) => {
     assert.equal(
       (await getJson(`${fake.url}/models`))[0],
       200,
@@ -425,7 +427,7 @@ Deno.test("apiKey is required with the header each server accepts", async () => 
     assert.equal(res.status, 401);
     await res.body?.cancel();
   });
-  await withFake({ kind: "lmstudio" }, async (fake) => {
+  await withFakeBackend({ kind: "lmstudio" }, async (fake) => {
     const body = { ...CHAT, model: DEFAULT_MODELS.lmstudio[0] };
     const bare = await post(`${fake.url}/v1/messages`, body);
     assert.equal(bare.status, 401, "LM Studio messages want some x-api-key");
@@ -437,7 +439,7 @@ Deno.test("apiKey is required with the header each server accepts", async () => 
 });
 
 Deno.test("a loading llama.cpp answers 503 on every route; a dead vLLM fails /health", async () => {
-  await withFake({ kind: "llamacpp", state: "loading" }, async (fake) => {
+  await withFakeBackend({ kind: "llamacpp", state: "loading" }, async (fake) => {
     const [status, body] = await getJson(`${fake.url}/health`);
     assert.equal(status, 503);
     assert.equal(body.error.code, 503);
@@ -452,7 +454,7 @@ Deno.test("a loading llama.cpp answers 503 on every route; a dead vLLM fails /he
     fake.setState("ready");
     assert.deepEqual(await getJson(`${fake.url}/health`), [200, { status: "ok" }]);
   });
-  await withFake({ kind: "vllm", state: "dead" }, async (fake) => {
+  await withFakeBackend({ kind: "vllm", state: "dead" }, async (fake) => {
     const health = await fetch(`${fake.url}/health`);
     assert.equal(health.status, 503);
     await health.body?.cancel();
@@ -488,7 +490,7 @@ Deno.test("close kills open streams at once and the port can be listened on agai
 });
 
 Deno.test("timestamps deltas carry their send time, spaced by delayMs", async () => {
-  await withFake(
+  await withFakeBackend(
     { kind: "vllm", defaultScript: { deltas: 3, delayMs: 20, timestamps: true } },
     async (fake) => {
       const before = performance.timeOrigin + performance.now();

@@ -2,24 +2,10 @@
 // backends over loopback sockets — relay, usage, routing, capacity, cancel, deadline, errors.
 
 import assert from "node:assert/strict";
-import { backendToml, type Stack, type StackOptions, startStack } from "./harness/stack.ts";
-import type { CoordSession, Frame } from "./harness/coordinator.ts";
+import { backendToml, withSession } from "./harness/stack.ts";
+import type { Frame } from "./harness/coordinator.ts";
 
 const VLLM_MODEL = "meta-llama/Llama-3.3-70B-Instruct";
-
-async function withStack(
-  opts: StackOptions,
-  fn: (stack: Stack, s: CoordSession) => Promise<void>,
-): Promise<void> {
-  const stack = await startStack(opts);
-  try {
-    const s = await stack.coord.authenticated(0);
-    await s.waitFor((f) => f.type === "capabilities");
-    await fn(stack, s);
-  } finally {
-    await stack.stop();
-  }
-}
 
 function text(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes);
@@ -65,7 +51,7 @@ Deno.test("a 40-delta stream is relayed byte-exact, split anywhere, with usage a
   }
   const backend = exactBackend(pieces);
   try {
-    await withStack({
+    await withSession({
       backends: [],
       backendsToml: () => `[[backends]]\nkind = "vllm"\nurl = "${backend.url}"\n`,
     }, async (_stack, s) => {
@@ -87,7 +73,7 @@ Deno.test("a 40-delta stream is relayed byte-exact, split anywhere, with usage a
 });
 
 Deno.test("the forwarded request pins the model, forces streaming and include_usage", async () => {
-  await withStack({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
+  await withSession({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
     const id = s.sendJob({
       model_id: VLLM_MODEL,
       request: {
@@ -113,7 +99,7 @@ Deno.test("the forwarded request pins the model, forces streaming and include_us
 });
 
 Deno.test("usage from the stream becomes job_done tokens; without usage output is estimated", async () => {
-  await withStack({
+  await withSession({
     backends: [{
       kind: "vllm",
       models: ["with-usage", "no-usage"],
@@ -137,7 +123,7 @@ Deno.test("usage from the stream becomes job_done tokens; without usage output i
 });
 
 Deno.test("an anthropic job goes to /v1/messages and its usage is read from message events", async () => {
-  await withStack({
+  await withSession({
     backends: [{ kind: "llamacpp", defaultScript: { deltas: 7, inputTokens: 25 } }],
   }, async (stack, s) => {
     const id = s.sendJob({
@@ -160,7 +146,7 @@ Deno.test("an anthropic job goes to /v1/messages and its usage is read from mess
 });
 
 Deno.test("a kind that does not speak the format answers model_not_loaded saying so", async () => {
-  await withStack({ backends: [{ kind: "venice" }] }, async (stack, s) => {
+  await withSession({ backends: [{ kind: "venice" }] }, async (stack, s) => {
     const r = await s.collect(s.sendJob({ model_id: "llama-3.3-70b", format: "anthropic" }));
     assert.equal(r.terminal.error_code, "model_not_loaded");
     assert.match(String(r.terminal.message), /anthropic/);
@@ -169,7 +155,7 @@ Deno.test("a kind that does not speak the format answers model_not_loaded saying
 });
 
 Deno.test("an unknown model gets model_not_loaded and no backend request", async () => {
-  await withStack({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
+  await withSession({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
     const r = await s.collect(s.sendJob({ model_id: "no-such-model" }));
     assert.equal(r.terminal.type, "job_error");
     assert.equal(r.terminal.error_code, "model_not_loaded");
@@ -179,7 +165,7 @@ Deno.test("an unknown model gets model_not_loaded and no backend request", async
 });
 
 Deno.test("a third job on two slots gets out_of_capacity, and the slot is free afterwards", async () => {
-  await withStack({
+  await withSession({
     backends: [{ kind: "vllm", defaultScript: { hang: "after-headers" } }],
     limits: "[limits]\nmax_concurrent = 2",
   }, async (stack, s) => {
@@ -203,7 +189,7 @@ Deno.test("a third job on two slots gets out_of_capacity, and the slot is free a
 });
 
 Deno.test("cancel closes the backend request and sends no terminal frame", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm", defaultScript: { deltas: 1000, delayMs: 5 } }] },
     async (stack, s) => {
       const fake = stack.fakes[0]!;
@@ -231,19 +217,22 @@ Deno.test("cancel closes the backend request and sends no terminal frame", async
 
 for (const hang of ["before-headers", "after-headers"] as const) {
   Deno.test(`a backend that hangs ${hang} ends in backend_timeout at the deadline`, async () => {
-    await withStack({ backends: [{ kind: "vllm", defaultScript: { hang } }] }, async (stack, s) => {
-      const t0 = performance.now();
-      const r = await s.collect(s.sendJob({ model_id: VLLM_MODEL, deadline_ms: 300 }));
-      const took = performance.now() - t0;
-      assert.equal(r.terminal.error_code, "backend_timeout");
-      assert.ok(took >= 290 && took < 300 + 500, `took ${took} ms`);
-      assert.equal(await stack.fakes[0]!.waitForClose(1), "client-closed");
-    });
+    await withSession(
+      { backends: [{ kind: "vllm", defaultScript: { hang } }] },
+      async (stack, s) => {
+        const t0 = performance.now();
+        const r = await s.collect(s.sendJob({ model_id: VLLM_MODEL, deadline_ms: 300 }));
+        const took = performance.now() - t0;
+        assert.equal(r.terminal.error_code, "backend_timeout");
+        assert.ok(took >= 290 && took < 300 + 500, `took ${took} ms`);
+        assert.equal(await stack.fakes[0]!.waitForClose(1), "client-closed");
+      },
+    );
   });
 }
 
 Deno.test("a slow stream past its deadline ends in backend_timeout with tokens_emitted", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm", defaultScript: { deltas: 100, delayMs: 20 } }] },
     async (stack, s) => {
       const r = await s.collect(s.sendJob({ model_id: VLLM_MODEL, deadline_ms: 250 }));
@@ -258,7 +247,7 @@ Deno.test("a slow stream past its deadline ends in backend_timeout with tokens_e
 });
 
 Deno.test("backend HTTP errors map to their wire codes with the upstream message", async () => {
-  await withStack({
+  await withSession({
     backends: [{
       kind: "vllm",
       models: ["m401", "m403", "m404", "m500", "m503"],
@@ -285,7 +274,7 @@ Deno.test("backend HTTP errors map to their wire codes with the upstream message
 });
 
 Deno.test("a stream that breaks mid-way ends in internal with the tokens emitted so far", async () => {
-  await withStack(
+  await withSession(
     { backends: [{ kind: "vllm", defaultScript: { deltas: 20, breakAfter: 6 } }] },
     async (_stack, s) => {
       const r = await s.collect(s.sendJob({ model_id: VLLM_MODEL }));
@@ -297,7 +286,7 @@ Deno.test("a stream that breaks mid-way ends in internal with the tokens emitted
 });
 
 Deno.test("a stream that ends without [DONE] or finish_reason is a failure", async () => {
-  await withStack({
+  await withSession({
     backends: [{
       kind: "ollama",
       defaultScript: { deltas: 4, endWithoutDone: true, usage: false },
@@ -311,7 +300,7 @@ Deno.test("a stream that ends without [DONE] or finish_reason is a failure", asy
 });
 
 Deno.test("an error event inside a 200 stream is relayed, then job_error internal with its message", async () => {
-  await withStack({
+  await withSession({
     backends: [{ kind: "openrouter", defaultScript: { deltas: 10, errorEventAfter: 3 } }],
   }, async (_stack, s) => {
     const r = await s.collect(s.sendJob({ model_id: "meta-llama/llama-3.3-70b-instruct" }));
@@ -322,7 +311,7 @@ Deno.test("an error event inside a 200 stream is relayed, then job_error interna
 });
 
 Deno.test("a backend that is gone gives backend_unreachable", async () => {
-  await withStack({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
+  await withSession({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
     await stack.fakes[0]!.close();
     const r = await s.collect(s.sendJob({ model_id: VLLM_MODEL }));
     assert.equal(r.terminal.error_code, "backend_unreachable");
@@ -331,7 +320,7 @@ Deno.test("a backend that is gone gives backend_unreachable", async () => {
 });
 
 Deno.test("an empty API key env var is never sent upstream: the backend is skipped", async () => {
-  await withStack({ backends: [{ kind: "openrouter" }], env: {} }, async (stack, s) => {
+  await withSession({ backends: [{ kind: "openrouter" }], env: {} }, async (stack, s) => {
     const caps = await s.waitFor((f) => f.type === "capabilities");
     assert.deepEqual(caps.models, []);
     const r = await s.collect(s.sendJob({ model_id: "meta-llama/llama-3.3-70b-instruct" }));
@@ -341,7 +330,7 @@ Deno.test("an empty API key env var is never sent upstream: the backend is skipp
 });
 
 Deno.test("every job gets exactly one terminal frame, under a mix of outcomes", async () => {
-  await withStack({
+  await withSession({
     backends: [{
       kind: "vllm",
       models: ["ok", "slow", "broken", "e500"],
@@ -369,7 +358,7 @@ Deno.test("every job gets exactly one terminal frame, under a mix of outcomes", 
 });
 
 Deno.test("two backends of one model: the job goes to the preferred kind", async () => {
-  await withStack({
+  await withSession({
     backends: [
       { kind: "ollama", models: ["shared-model"] },
       { kind: "vllm", models: ["shared-model"] },

@@ -6,24 +6,12 @@ import assert from "node:assert/strict";
 import * as ed from "@noble/ed25519";
 import { Backoff } from "../src/backoff.ts";
 import type { ConnScript } from "./harness/coordinator.ts";
-import { type StackOptions, startStack } from "./harness/stack.ts";
+import { withStack } from "./harness/stack.ts";
 
 const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 
-async function using(
-  opts: StackOptions,
-  fn: (stack: Awaited<ReturnType<typeof startStack>>) => Promise<void>,
-) {
-  const stack = await startStack(opts);
-  try {
-    await fn(stack);
-  } finally {
-    await stack.stop();
-  }
-}
-
 Deno.test("auth_response carries a signature over the nonce that an independent Ed25519 verifies", async () => {
-  await using({}, async (stack) => {
+  await withStack({}, async (stack) => {
     const s = await stack.coord.authenticated(0);
     assert.equal(s.signatureValid, true);
     const r = s.authResponse!;
@@ -44,7 +32,7 @@ Deno.test("auth_response carries a signature over the nonce that an independent 
 });
 
 Deno.test("the enrollment code is sent only while the identity has no provider_id, which is then persisted 0600", async () => {
-  await using({ enrollmentCode: "POD-ENROLL-TEST1234" }, async (stack) => {
+  await withStack({ enrollmentCode: "POD-ENROLL-TEST1234" }, async (stack) => {
     const first = await stack.coord.authenticated(0);
     assert.equal(first.authResponse!.enrollment_code, "POD-ENROLL-TEST1234");
     await first.waitFor((f) => f.type === "capabilities");
@@ -64,7 +52,7 @@ Deno.test("the enrollment code is sent only while the identity has no provider_i
 
 Deno.test("a drain close (1001 drain:deploy) reconnects after about 1 s, the backoff at its base", async () => {
   await captureLogs(async (lines) => {
-    await using({ logLevel: "info" }, async (stack) => {
+    await withStack({ logLevel: "info" }, async (stack) => {
       const first = await stack.coord.authenticated(0);
       await first.waitFor((f) => f.type === "capabilities");
       const closedAt = performance.now();
@@ -85,7 +73,7 @@ Deno.test("a drain close (1001 drain:deploy) reconnects after about 1 s, the bac
 
 Deno.test("auth_failed escalates the reconnect delay: gaps of 1, 2 and 4 times the base", async () => {
   const script = (n: number): ConnScript => (n < 3 ? "auth_failed" : "normal");
-  await using({
+  await withStack({
     coordinator: { script },
     session: { backoff: new Backoff({ baseMs: 100, random: () => 0.5 }) },
   }, async (stack) => {
@@ -111,7 +99,7 @@ Deno.test("every pre-auth failure escalates the backoff: close before challenge,
     "silent",
   ];
   await captureLogs(async (lines) => {
-    await using({
+    await withStack({
       coordinator: { script: (n) => kinds[n] ?? "normal" },
       session: { backoff: new Backoff({ baseMs: 10, random: () => 0.5 }), handshakeTimeoutMs: 150 },
       logLevel: "info",
@@ -133,7 +121,7 @@ Deno.test("every pre-auth failure escalates the backoff: close before challenge,
 
 Deno.test("after 10 consecutive pre-auth failures one error line says the coordinator is unreachable", async () => {
   await captureLogs(async (lines) => {
-    await using({
+    await withStack({
       coordinator: { script: (n) => (n < 13 ? "auth_failed" : "normal") },
       session: { backoff: new Backoff({ baseMs: 1, capMs: 4, random: () => 0.5 }) },
       logLevel: "info",
@@ -149,7 +137,7 @@ Deno.test("after 10 consecutive pre-auth failures one error line says the coordi
 
 Deno.test("an unexpected close after auth logs a warning, resets the backoff and reconnects", async () => {
   await captureLogs(async (lines) => {
-    await using({
+    await withStack({
       session: { backoff: new Backoff({ baseMs: 50, random: () => 0.5 }) },
       logLevel: "info",
     }, async (stack) => {
@@ -171,7 +159,7 @@ Deno.test("an unexpected close after auth logs a warning, resets the backoff and
 });
 
 Deno.test("jobs in flight are aborted when the connection drops; the new session serves jobs", async () => {
-  await using({
+  await withStack({
     backends: [{ kind: "vllm", defaultScript: { hang: "after-headers" } }],
     session: { backoff: new Backoff({ baseMs: 20, random: () => 0.5 }) },
   }, async (stack) => {
@@ -197,7 +185,7 @@ Deno.test("jobs in flight are aborted when the connection drops; the new session
 });
 
 Deno.test("heartbeats carry real values: queue depth, latency, tokens/s, error rate, last error", async () => {
-  await using({
+  await withStack({
     backends: [{
       kind: "vllm",
       models: ["ok", "e500", "hang"],
@@ -237,7 +225,7 @@ Deno.test("heartbeats carry real values: queue depth, latency, tokens/s, error r
 });
 
 Deno.test("the first heartbeat comes one interval after auth, not before", async () => {
-  await using({ session: { heartbeatMs: 300 } }, async (stack) => {
+  await withStack({ session: { heartbeatMs: 300 } }, async (stack) => {
     const s = await stack.coord.authenticated(0);
     const hb = await s.nth("heartbeat", 1);
     const at = performance.now();

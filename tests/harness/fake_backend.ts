@@ -435,3 +435,16 @@ export function startFakeBackend(opts: FakeBackendOptions): Promise<FakeBackend>
   const listener = Deno.listen({ hostname: "127.0.0.1", port: opts.port ?? 0 });
   return Promise.resolve(new Fake(opts, listener));
 }
+
+/** Starts a fake backend, runs `fn`, and closes it whatever happens. */
+export async function withFakeBackend(
+  opts: FakeBackendOptions,
+  fn: (fake: FakeBackend) => Promise<void>,
+): Promise<void> {
+  const fake = await startFakeBackend(opts);
+  try {
+    await fn(fake);
+  } finally {
+    await fake.close();
+  }
+}

@@ -7,7 +7,7 @@ import { Backoff } from "../../src/backoff.ts";
 import { parseConfig } from "../../src/config.ts";
 import { loadOrCreateIdentity } from "../../src/identity.ts";
 import { type Level, setLevel } from "../../src/log.ts";
-import { type CoordinatorOptions, TestCoordinator } from "./coordinator.ts";
+import { type CoordinatorOptions, type CoordSession, TestCoordinator } from "./coordinator.ts";
 import { type FakeBackend, type FakeBackendOptions, startFakeBackend } from "./fake_backend.ts";
 
 export interface StackOptions {
@@ -108,4 +108,29 @@ ${opts.toml ?? ""}
       await Deno.remove(dir, { recursive: true });
     },
   };
+}
+
+/** Starts a stack, runs `fn`, and stops the stack whatever happens. */
+export async function withStack(
+  opts: StackOptions,
+  fn: (stack: Stack) => Promise<void>,
+): Promise<void> {
+  const stack = await startStack(opts);
+  try {
+    await fn(stack);
+  } finally {
+    await stack.stop();
+  }
+}
+
+/** {@link withStack}, with the first session once it authenticated and got capabilities. */
+export function withSession(
+  opts: StackOptions,
+  fn: (stack: Stack, s: CoordSession) => Promise<void>,
+): Promise<void> {
+  return withStack(opts, async (stack) => {
+    const s = await stack.coord.authenticated(0);
+    await s.waitFor((f) => f.type === "capabilities");
+    await fn(stack, s);
+  });
 }
