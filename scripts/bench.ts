@@ -5,7 +5,7 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { loadOrCreateIdentity } from "../src/identity.ts";
+import { loadOrCreateIdentity } from "../src/identity/identity.ts";
 import { clkTck, machineBusyMs, spawned } from "./bench/procs.ts";
 import { FIGURES, type Figures, markdown, medians, table, verdict } from "./bench/report.ts";
 import { FULL, profileRun, QUICK, runOnce } from "./bench/scenario.ts";

@@ -1,7 +1,7 @@
-// Micro-benchmark of src/usage.ts, the per-token cost of usage accounting on the relay path.
+// Micro-benchmark of src/jobs/usage.ts, the per-token cost of usage accounting on the relay path.
 // Run: deno run scripts/usage_bench.ts — prints ns per content delta for realistic read sizes.
 
-import { UsageMeter, type WireFormat } from "../src/usage.ts";
+import { UsageMeter, type WireFormat } from "../src/jobs/usage.ts";
 
 const STREAMS = 64, DELTAS = 500, READ = 64 * 1024, ROUNDS = 30;
 const enc = new TextEncoder();

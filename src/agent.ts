@@ -2,19 +2,20 @@
 // alerts and the coordinator session, owns the background loops (session, rediscovery every
 // 60 s, earnings flush, alert checks), and implements graceful drain and config reload.
 
-import { Alerts, type AlertsOptions } from "./alerts.ts";
-import type { Config } from "./config.ts";
-import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./discovery.ts";
-import type { PauseState } from "./pause.ts";
-import { Earnings } from "./earnings.ts";
-import { Executor, type FinishedJob } from "./executor.ts";
-import { type Identity, saveProviderId } from "./identity.ts";
-import { hasTerminal, Ledger, receiptBody } from "./ledger.ts";
+import { Alerts, type AlertsOptions } from "./ops/alerts.ts";
+import type { Config } from "./config/config.ts";
+import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./backends/discovery.ts";
+import type { PauseState } from "./ops/pause.ts";
+import { Earnings } from "./books/earnings.ts";
+import { Executor } from "./jobs/executor.ts";
+import type { FinishedJob } from "./jobs/job.ts";
+import { type Identity, saveProviderId } from "./identity/identity.ts";
+import { hasTerminal, Ledger, receiptBody } from "./books/ledger.ts";
 import { besideIdentity } from "./paths.ts";
 import { log } from "./log.ts";
-import * as wire from "./protocol.ts";
-import { type Advert, Session, type SessionOptions, sleep } from "./session.ts";
-import { Stats } from "./stats.ts";
+import * as wire from "./link/protocol.ts";
+import { type Advert, Session, type SessionOptions, sleep } from "./link/session.ts";
+import { Stats } from "./jobs/stats.ts";
 import { AGENT_NAME, AGENT_VERSION } from "./version.ts";
 
 export interface AgentOptions {

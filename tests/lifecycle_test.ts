@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { type CoordSession, type Frame, TestCoordinator } from "./harness/coordinator.ts";
 import { type FakeBackend, type Script, startFakeBackend } from "./harness/fake_backend.ts";
-import { readLivePid } from "../src/pidfile.ts";
+import { readLivePid } from "../src/ops/pidfile.ts";
 import { backendToml } from "./harness/stack.ts";
 import {
   AgentProcess,

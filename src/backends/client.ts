@@ -3,8 +3,8 @@
 // Plain-HTTP backends go through the raw HTTP/1.1 client (coalesced reads); TLS via fetch.
 
 import { BackendError } from "../errors.ts";
-import type { WireFormat } from "../protocol.ts";
-import { errorMessageOf } from "../usage.ts";
+import type { WireFormat } from "../link/protocol.ts";
+import { errorMessageOf } from "../jobs/usage.ts";
 import { request as http1Request } from "./http1.ts";
 import type { KindSpec } from "./kinds.ts";
 

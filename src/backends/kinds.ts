@@ -1,8 +1,8 @@
 // The backend kind table (BACKENDS.md "At a glance"): default base URL, completion paths,
 // priority, auth, and each kind's health + model-listing probe used by discovery (§2).
 
-import type { BackendKind } from "../config.ts";
-import type { WireFormat } from "../protocol.ts";
+import type { BackendKind } from "../config/config.ts";
+import type { WireFormat } from "../link/protocol.ts";
 import { dataArray, type FetchJson, positiveInt, type ProbeResult } from "./probe.ts";
 import { probeOllama } from "./ollama.ts";
 import { probeLlamacpp } from "./llamacpp.ts";

@@ -1,7 +1,7 @@
 // The `earnings` part of the /status document (issue 8, "Money, visible"): the earnings summary
 // in snake_case, built field by field, for the status page and `usepod-agent status`.
 
-import { type EarningsSummary, MISS_REASONS, type Totals } from "../earnings.ts";
+import { type EarningsSummary, MISS_REASONS, type Totals } from "../books/earnings.ts";
 
 /** One period: jobs, tokens, earned and missed revenue (micro-USDC, and USDC strings). */
 export interface PeriodDoc {

@@ -2,7 +2,7 @@
 // and the per-model histograms of stats.ts: jobs by model and outcome, tokens, jobs in flight,
 // connection state, reconnects, backend up/down and latency, time to first chunk and duration.
 
-import type { Histogram, ModelHistograms } from "../stats.ts";
+import type { Histogram, ModelHistograms } from "../jobs/stats.ts";
 import type { StatusDoc } from "./doc.ts";
 
 /** Content-Type of the text exposition format. */

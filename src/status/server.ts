@@ -2,7 +2,7 @@
 // explicit hostname): refuses a non-loopback bind without observability.status_token, and loads
 // Hono and the app only when the first request arrives, so start-up never waits for them.
 
-import { ConfigError, splitHostPort } from "../config.ts";
+import { ConfigError, splitHostPort } from "../config/fields.ts";
 import { log } from "../log.ts";
 import type { StatusSource } from "./snapshot.ts";
 
@@ -85,7 +85,7 @@ export function startStatusServer(
         return new Response("internal error", { status: 500 });
       },
     }, (req) => {
-      handler ??= import("../status.ts").then(({ createStatusApp }) => {
+      handler ??= import("./app.ts").then(({ createStatusApp }) => {
         const app = createStatusApp(source, { hostname, port: bound, token: obs.statusToken });
         return (r: Request) => app.fetch(r);
       });

@@ -3,9 +3,9 @@
 // redaction of known secret values from every response.
 
 import type { Agent } from "../agent.ts";
-import type { Config } from "../config.ts";
-import { priceOf } from "../discovery.ts";
-import type { ModelHistograms } from "../stats.ts";
+import type { Config } from "../config/config.ts";
+import { priceOf } from "../backends/discovery.ts";
+import type { ModelHistograms } from "../jobs/stats.ts";
 import { AGENT_NAME, AGENT_VERSION } from "../version.ts";
 import type { ModelCountersDoc, StatusDoc } from "./doc.ts";
 import { earningsDoc } from "./earnings_doc.ts";

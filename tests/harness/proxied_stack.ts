@@ -2,9 +2,9 @@
 // for fault injection: every connection the agent opens is kept, its terminal frames recorded as
 // it sends them, and the proxy can be closed (connections refused) and reopened on its port.
 
-import { Backoff } from "../../src/backoff.ts";
-import type { FinishedJob } from "../../src/executor.ts";
-import { connectWs, type WsClient } from "../../src/ws.ts";
+import { Backoff } from "../../src/link/backoff.ts";
+import type { FinishedJob } from "../../src/jobs/job.ts";
+import { connectWs, type WsClient } from "../../src/link/ws.ts";
 import type { CoordSession } from "./coordinator.ts";
 import { TcpProxy } from "./proxy.ts";
 import { type Stack, type StackOptions, startStack } from "./stack.ts";

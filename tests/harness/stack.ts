@@ -3,9 +3,9 @@
 // one `stop()` that leaves no socket or timer behind.
 
 import { Agent, type AgentOptions } from "../../src/agent.ts";
-import { Backoff } from "../../src/backoff.ts";
-import { parseConfig } from "../../src/config.ts";
-import { loadOrCreateIdentity } from "../../src/identity.ts";
+import { Backoff } from "../../src/link/backoff.ts";
+import { parseConfig } from "../../src/config/config.ts";
+import { loadOrCreateIdentity } from "../../src/identity/identity.ts";
 import { type Level, setLevel } from "../../src/log.ts";
 import { type CoordinatorOptions, type CoordSession, TestCoordinator } from "./coordinator.ts";
 import { type FakeBackend, type FakeBackendOptions, startFakeBackend } from "./fake_backend.ts";
