@@ -8,9 +8,13 @@ import { log } from "../log.ts";
 import { sleep } from "../link/session.ts";
 import { percentile } from "../jobs/stats.ts";
 
-/** Why revenue was missed: the PROTOCOL §5 codes that lose a job, everything else as `other`. */
+/**
+ * Why revenue was missed: the PROTOCOL §5 codes that lose a job, everything else as `other`;
+ * `backend_busy` is an out_of_capacity the backend's own slots or queue caused (§5 extension).
+ */
 export const MISS_REASONS = [
   "out_of_capacity",
+  "backend_busy",
   "model_not_loaded",
   "backend_unreachable",
   "backend_timeout",
@@ -29,6 +33,13 @@ export interface Counters {
   missedJobs: number;
   missedMicroUsdc: number;
   missedByReason: Record<MissReason, { jobs: number; microUsdc: number }>;
+}
+
+/** What {@link Earnings.record} counted for one job: earned, or missed and why. */
+export interface Counted {
+  earnedMicroUsdc: number;
+  missedMicroUsdc: number;
+  reason: MissReason | undefined;
 }
 
 /** Counters with the reason that lost the most revenue (by jobs when nothing was priced). */
@@ -73,8 +84,9 @@ export function microUsdc(inputTokens: number, outputTokens: number, price: Mode
   return (inputTokens * price.inputPer1m + outputTokens * price.outputPer1m) / 1e6;
 }
 
-/** The missed-revenue reason of a job_error code. */
-export function missReason(code: string): MissReason {
+/** The missed-revenue reason of a job_error code (`backend_busy` when the backend was full). */
+export function missReason(code: string, backendBusy = false): MissReason {
+  if (backendBusy && code === "out_of_capacity") return "backend_busy";
   return (MISS_REASONS as readonly string[]).includes(code) ? code as MissReason : "other";
 }
 
@@ -159,6 +171,8 @@ export class Earnings {
   #recent: Sample[] = [];
   #dirty = false;
   #failing = false;
+  /** Failed writes of the state file since start (for /metrics). */
+  writeFailures = 0;
   #writing: Promise<void> = Promise.resolve();
 
   /** Loads the state file when there is one (a small synchronous read, once). */
@@ -171,9 +185,12 @@ export class Earnings {
     if (this.path !== undefined) this.#load(this.path);
   }
 
-  /** Counts one finished job (cancels and lost links are neither earned nor missed). */
-  record(job: FinishedJob, price: ModelPrice): void {
-    if (job.outcome === "cancelled" || job.outcome === "disconnected") return;
+  /**
+   * Counts one finished job (cancels and lost links are neither earned nor missed) and returns
+   * what it counted, for /metrics.
+   */
+  record(job: FinishedJob, price: ModelPrice): Counted | undefined {
+    if (job.outcome === "cancelled" || job.outcome === "disconnected") return undefined;
     const model = this.#modelKey(job.model);
     let day = this.#days.get(dayOf(job.finishedAt));
     if (!day) this.#days.set(dayOf(job.finishedAt), day = new Map());
@@ -190,8 +207,10 @@ export class Earnings {
       let ring = this.#samples.get(model);
       if (!ring) this.#samples.set(model, ring = []);
       for (const r of [ring, this.#recent]) if (r.push(s) > SAMPLES) r.shift();
+      this.#dirty = true;
+      return { earnedMicroUsdc: earned, missedMicroUsdc: 0, reason: undefined };
     } else {
-      const reason = missReason(job.outcome);
+      const reason = missReason(job.outcome, job.backendBusy);
       const size = this.estimate(model, job);
       const missed = microUsdc(size.inputTokens, size.outputTokens, price);
       for (const c of targets) {
@@ -200,8 +219,9 @@ export class Earnings {
         c.missedByReason[reason].jobs++;
         c.missedByReason[reason].microUsdc += missed;
       }
+      this.#dirty = true;
+      return { earnedMicroUsdc: 0, missedMicroUsdc: missed, reason };
     }
-    this.#dirty = true;
   }
 
   /** The size a refused or failed job of `model` is assumed to have had. */
@@ -275,6 +295,7 @@ export class Earnings {
       this.#failing = false;
     } catch (err) {
       this.#dirty = true;
+      this.writeFailures++;
       if (!this.#failing) log.error("earnings state write failed", { path: this.path, error: err });
       this.#failing = true;
     }

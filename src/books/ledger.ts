@@ -182,6 +182,8 @@ export class Ledger {
   /** Receipts written since start, and receipts lost (queue full or a failed write). */
   written = 0;
   lost = 0;
+  /** Failed write attempts since start (for /metrics). */
+  writeFailures = 0;
 
   constructor(opts: LedgerOptions) {
     this.#o = opts;
@@ -216,6 +218,7 @@ export class Ledger {
         this.#failing = false;
       } catch (err) {
         this.lost += batch.length;
+        this.writeFailures++;
         this.#head = undefined; // re-read the file's tail before the next write
         if (!this.#failing) {
           log.error("receipt ledger write failed; receipts are lost until it recovers", {
