@@ -16,6 +16,8 @@ import { log } from "./log.ts";
 import * as wire from "./link/protocol.ts";
 import { type Advert, Session, type SessionOptions, sleep } from "./link/session.ts";
 import { Stats } from "./jobs/stats.ts";
+import type { Target } from "./backends/client.ts";
+import { QueueWatch, type QueueWatchOptions } from "./backends/vllm_queue.ts";
 import { AGENT_NAME, AGENT_VERSION } from "./version.ts";
 
 export interface AgentOptions {
@@ -37,6 +39,8 @@ export interface AgentOptions {
     Pick<AlertsOptions, "fetch" | "tickMs" | "lostAfterMs" | "minJobs" | "attempts" | "retryBaseMs">
   >;
   earningsFlushMs?: number;
+  /** Overrides for tests: how often vLLM queues are read. */
+  queueWatch?: Partial<Pick<QueueWatchOptions, "intervalMs" | "retryMs">>;
 }
 
 /**
@@ -51,7 +55,8 @@ export interface AgentOptions {
  * ```
  */
 export class Agent {
-  readonly stats = new Stats();
+  /** Per-model tables label only advertised models (others share `(unadvertised)`). */
+  readonly stats = new Stats(Date.now, (model) => this.discovery.current.byId.has(model));
   readonly discovery: Discovery;
   readonly executor: Executor;
   readonly session: Session;
@@ -60,6 +65,8 @@ export class Agent {
   /** Money counters (`earnings.json` next to the identity file); `summary()` for the status. */
   readonly earnings: Earnings;
   readonly alerts: Alerts;
+  /** vLLM queue lengths (PROTOCOL §5 extension), read about once a second. */
+  readonly queues: QueueWatch;
   readonly startedAt = Date.now();
   #config: Config;
   #identity: Identity;
@@ -75,6 +82,7 @@ export class Agent {
     this.#identity = opts.identity;
     this.#rediscoverMs = opts.rediscoverMs ?? 60_000;
     this.discovery = new Discovery(() => this.#config, opts.discovery);
+    this.queues = new QueueWatch({ backends: () => this.#vllmTargets(), ...opts.queueWatch });
     this.executor = new Executor({
       maxConcurrent: () => this.#config.limits.maxConcurrent,
       routes: () => this.discovery.current,
@@ -86,6 +94,7 @@ export class Agent {
         for (const listener of this.#finishedListeners) listener(job);
       },
       paused: (model) => this.#pausedAll || this.paused.has(model),
+      backendBusy: (index) => this.queues.busy(index),
     });
     this.session = new Session({
       url: new URL(opts.config.coordinator.url),
@@ -130,6 +139,17 @@ export class Agent {
     this.alerts.jobFinished(job);
   }
 
+  /** The vLLM backends the routes use now, by backend index. */
+  #vllmTargets(): Map<number, Target> {
+    const m = new Map<number, Target>();
+    for (const model of this.discovery.current.models) {
+      for (const r of model.routes) {
+        if (r.target.spec.kind === "vllm") m.set(r.backendIndex, r.target);
+      }
+    }
+    return m;
+  }
+
   /** Calls `listener` once for every job that ends or is refused (after the stats). */
   onJobFinished(listener: (job: FinishedJob) => void): void {
     this.#finishedListeners.push(listener);
@@ -163,6 +183,7 @@ export class Agent {
       this.#rediscoverLoop(),
       this.earnings.run(stop),
       this.alerts.run(stop),
+      this.queues.run(stop),
     ]);
   }
 

@@ -23,6 +23,8 @@ export interface BodyStream {
   read(): Promise<Uint8Array | null>;
   /** Closes the backend connection (idempotent). */
   close(): void;
+  /** True when the backend ignored streaming and answered one JSON document (PROTOCOL §4). */
+  readonly json?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -69,6 +71,8 @@ export function statusError(status: number, body: string, where: string): Backen
   const detail = upstream ? `${where}: HTTP ${status}: ${upstream}` : `${where}: HTTP ${status}`;
   if (status === 401 || status === 403) return new BackendError("auth_rejected_by_backend", detail);
   if (status === 404) return new BackendError("model_not_loaded", detail);
+  // Saturated, not broken (PROTOCOL §5 extension): the coordinator can place the job elsewhere.
+  if (status === 429 || status === 503) return new BackendError("out_of_capacity", detail);
   // LM Studio answers 400 "No models loaded" when nothing can serve the request.
   if (status === 400 && upstream && /no models? loaded/i.test(upstream)) {
     return new BackendError("model_not_loaded", detail);
@@ -119,6 +123,9 @@ export async function openCompletion(
       res.close();
       throw statusError(res.status, text, where);
     }
+    if (isJson(res.headers)) {
+      return { read: () => res.read(), close: () => res.close(), json: true };
+    }
     return res;
   }
   let res: Response;
@@ -134,17 +141,25 @@ export async function openCompletion(
     const text = await res.text().catch(() => "");
     throw statusError(res.status, text.slice(0, ERROR_BODY_LIMIT), where);
   }
-  return fetchBody(res.body, signal, where);
+  return fetchBody(res.body, signal, where, isJson(res.headers));
+}
+
+/** An `application/json` (or `+json`) answer: the backend ignored `"stream": true`. */
+function isJson(headers: Headers): boolean {
+  const type = headers.get("content-type")?.split(";")[0]?.trim().toLowerCase() ?? "";
+  return type === "application/json" || type.endsWith("+json");
 }
 
 function fetchBody(
   stream: ReadableStream<Uint8Array>,
   signal: AbortSignal,
   where: string,
+  json: boolean,
 ): BodyStream {
   const reader = stream.getReader();
   let closed = false;
   return {
+    json,
     async read() {
       if (closed) return null;
       try {

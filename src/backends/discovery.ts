@@ -1,5 +1,6 @@
 // Backend discovery (PROTOCOL §2): health → models → allow-list → pricing → de-duplication by
-// kind priority. Owns the route table the executor reads and the capabilities it advertises.
+// kind priority. Owns the route table the executor reads and the capabilities it advertises,
+// each model's max_concurrent capped by its backends' own slots when they report them (§5).
 
 import type { BackendConfig, Config } from "../config/config.ts";
 import { formatsOf, KINDS, type KindSpec } from "./kinds.ts";
@@ -21,6 +22,8 @@ export interface BackendStatus {
   lastError: string | undefined;
   models: string[];
   checkedAt: number;
+  /** Requests the backend runs at once, when it says (llama.cpp `total_slots`). */
+  slots?: number;
 }
 
 /** A way to serve a model: one backend, with the formats its kind accepts. */
@@ -29,6 +32,8 @@ export interface Route {
   target: Target;
   formats: readonly WireFormat[];
   contextWindow: number | undefined;
+  /** The backend's own parallelism when it reports one (llama.cpp `total_slots`). */
+  slots?: number;
 }
 
 /** An advertised model and every healthy backend serving it, best first. */
@@ -50,6 +55,9 @@ export interface DiscoveryOptions {
   timeoutMs?: number;
   now?: () => number;
 }
+
+/** A healthy backend's target, listed models and reported slots. */
+type Healthy = { target: Target; listed: ListedModel[]; slots?: number };
 
 const FORMAT_ORDER: readonly WireFormat[] = ["openai", "anthropic"];
 const EMPTY: DiscoveryResult = { at: 0, backends: [], models: [], byId: new Map() };
@@ -115,12 +123,13 @@ export class Discovery {
     this.#current = assemble(this.#config(), backends, this.#routesWithout(index), cur.at);
   }
 
-  #routesWithout(index: number): Map<number, { target: Target; listed: ListedModel[] }> {
-    const m = new Map<number, { target: Target; listed: ListedModel[] }>();
+  #routesWithout(index: number): Map<number, Healthy> {
+    const m = new Map<number, Healthy>();
     for (const model of this.#current.models) {
       for (const r of model.routes) {
         if (r.backendIndex === index) continue;
-        const e = m.get(r.backendIndex) ?? { target: r.target, listed: [] };
+        const e: Healthy = m.get(r.backendIndex) ??
+          { target: r.target, listed: [], ...(r.slots ? { slots: r.slots } : {}) };
         e.listed.push({ id: model.modelId, contextWindow: r.contextWindow });
         m.set(r.backendIndex, e);
       }
@@ -131,7 +140,7 @@ export class Discovery {
   async #run(): Promise<DiscoveryResult> {
     const config = this.#config();
     const probed = await Promise.all(config.backends.map((b, i) => this.#probe(b, i)));
-    const healthy = new Map<number, { target: Target; listed: ListedModel[] }>();
+    const healthy = new Map<number, Healthy>();
     for (const p of probed) if (p.healthy) healthy.set(p.status.index, p.healthy);
     this.#current = assemble(config, probed.map((p) => p.status), healthy, this.#now());
     return this.#current;
@@ -139,7 +148,7 @@ export class Discovery {
 
   async #probe(b: BackendConfig, index: number): Promise<{
     status: BackendStatus;
-    healthy?: { target: Target; listed: ListedModel[] };
+    healthy?: Healthy;
   }> {
     const spec: KindSpec = KINDS[b.kind];
     const url = baseOf(b);
@@ -188,11 +197,21 @@ export class Discovery {
       }
       this.#warned.forEach((k) => k.startsWith(`${index}:`) && this.#warned.delete(k));
       const allow = b.models ? new Set(b.models) : undefined;
-      const listed = result.models.filter((m) => !allow || allow.has(m.id));
+      const listed = bounded(result.models.filter((m) => !allow || allow.has(m.id)), (n) =>
+        this.#warnOnce(`${index}:bounded`, "backend model list cut", {
+          backend: b.kind,
+          dropped: n,
+          rule: `ids up to ${MAX_MODEL_ID_LENGTH} characters, ${MAX_MODELS_PER_BACKEND} models`,
+        }));
       status.state = "up";
       status.models = listed.map((m) => m.id);
+      if (result.slots) status.slots = result.slots;
       warnUnderpriced(b, listed, this.#config());
-      return { status, healthy: { target: { spec, base: url, apiKey }, listed } };
+      const target = { spec, base: url, apiKey };
+      return {
+        status,
+        healthy: { target, listed, ...(result.slots ? { slots: result.slots } : {}) },
+      };
     } catch (err) {
       status.lastError = `unreachable: ${errorText(err)}`;
       this.#warnOnce(`${index}:unreachable`, "backend unreachable, skipped", {
@@ -206,6 +225,8 @@ export class Discovery {
 
   #warnOnce(key: string, msg: string, fields: Record<string, unknown>): void {
     if (this.#warned.has(key)) return;
+    if (this.#warned.size >= MAX_WARNED) this.#warned.clear(); // a backend varying its details
+
     this.#warned.add(key);
     log.warn(msg, fields);
   }
@@ -246,6 +267,21 @@ export class Discovery {
       }
     };
   }
+}
+
+/** Longest model id a backend may list (longer ones are dropped, with one warning). */
+export const MAX_MODEL_ID_LENGTH = 256;
+/** Models taken from one backend's list (the rest are dropped, with one warning). */
+export const MAX_MODELS_PER_BACKEND = 1024;
+/** Distinct "warned once" keys remembered before the memory starts afresh. */
+const MAX_WARNED = 256;
+
+/** A backend's list within {@link MAX_MODEL_ID_LENGTH} and {@link MAX_MODELS_PER_BACKEND}. */
+function bounded(listed: ListedModel[], dropped: (n: number) => void): ListedModel[] {
+  const kept = listed.filter((m) => m.id.length <= MAX_MODEL_ID_LENGTH)
+    .slice(0, MAX_MODELS_PER_BACKEND);
+  if (kept.length < listed.length) dropped(listed.length - kept.length);
+  return kept;
 }
 
 const utf8 = new TextEncoder();
@@ -303,11 +339,11 @@ export function priceOf(
 function assemble(
   config: Config,
   backends: BackendStatus[],
-  healthy: Map<number, { target: Target; listed: ListedModel[] }>,
+  healthy: Map<number, Healthy>,
   at: number,
 ): DiscoveryResult {
   const byId = new Map<string, ServedModel>();
-  for (const [index, { target, listed }] of healthy) {
+  for (const [index, { target, listed, slots }] of healthy) {
     for (const m of listed) {
       const price = priceOf(config, m.id);
       if (price.inputPer1m === 0 && price.outputPer1m === 0) continue;
@@ -316,6 +352,7 @@ function assemble(
         target,
         formats: formatsOf(target.spec),
         contextWindow: m.contextWindow,
+        ...(slots ? { slots } : {}),
       };
       const served = byId.get(m.id);
       if (!served) {
@@ -343,10 +380,27 @@ function assemble(
       served.formats = FORMAT_ORDER.filter((f) => accepted.has(f));
     }
   }
+  for (const m of byId.values()) {
+    const slots = engineSlots(m.routes);
+    if (slots !== undefined) m.maxConcurrent = Math.min(m.maxConcurrent, slots);
+  }
   const models = [...byId.values()].sort((a, b) =>
     a.modelId < b.modelId ? -1 : a.modelId > b.modelId ? 1 : 0
   );
   return { at, backends, models, byId };
+}
+
+/**
+ * What the backends serving a model can run at once (PROTOCOL §5 extension): the sum of their
+ * slots when every one reports them, else undefined (one without a limit leaves it open).
+ */
+export function engineSlots(routes: readonly Route[]): number | undefined {
+  let sum = 0;
+  for (const r of routes) {
+    if (r.slots === undefined) return undefined;
+    sum += r.slots;
+  }
+  return routes.length > 0 ? sum : undefined;
 }
 
 /** A stable key of what capabilities advertises, to tell whether it changed. */

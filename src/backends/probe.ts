@@ -9,9 +9,12 @@ export interface ListedModel {
   upstreamCost?: { input: number; output: number };
 }
 
-/** What a probe found: `ready` with models, `loading` (try again later) or `down`. */
+/**
+ * What a probe found: `ready` with models (and, when the server says, how many requests it runs
+ * at once: `slots`), `loading` (try again later) or `down`.
+ */
 export type ProbeResult =
-  | { state: "ready"; models: ListedModel[] }
+  | { state: "ready"; models: ListedModel[]; slots?: number }
   | { state: "loading"; detail: string }
   | { state: "down"; detail: string };
 

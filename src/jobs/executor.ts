@@ -1,13 +1,16 @@
-// Jobs (PROTOCOL §4–5): admission (slots before model lookup), routing by model and format,
-// deadline and cancel through one AbortController per job, the relay of backend bytes with
-// backpressure, and exactly one terminal frame per job (none after a cancel or a lost link).
+// Jobs (PROTOCOL §4–5): admission (slots before model lookup, then the backends' own slots and
+// queues), routing by model and format, deadline and cancel through one AbortController per job,
+// the relay of backend bytes with backpressure, and exactly one terminal frame per job (none
+// after a cancel or a lost link).
 
 import { type BodyStream, openCompletion } from "../backends/client.ts";
-import type { Route, ServedModel } from "../backends/discovery.ts";
+import { engineSlots, type Route, type ServedModel } from "../backends/discovery.ts";
 import { BackendError, type ErrorCode } from "../errors.ts";
 import { log } from "../log.ts";
 import * as wire from "../link/protocol.ts";
+import { clip, MAX_ERROR_TEXT, MAX_SHOWN_MODEL } from "../text.ts";
 import { preloadNativeHash } from "./digest.ts";
+import { JsonAnswerMeter } from "./json_usage.ts";
 import {
   type ActiveJob,
   EMPTY_SHA256,
@@ -60,6 +63,11 @@ export class Executor {
     return this.#perModel.get(model) ?? 0;
   }
 
+  /** Jobs in flight on one backend (by its index in the config). */
+  inFlightOn(backendIndex: number): number {
+    return this.#perBackend.get(backendIndex) ?? 0;
+  }
+
   /** Stops taking work: every new job is answered out_of_capacity (graceful drain). */
   set draining(on: boolean) {
     this.#draining = on;
@@ -105,9 +113,10 @@ export class Executor {
       log.warn("job already in flight, duplicate ignored", { job: job.jobId });
       return;
     }
-    const refuse = (code: ErrorCode, message: string, served?: ServedModel) => {
+    const refuse = (code: ErrorCode, message: string, served?: ServedModel, busy = false) => {
       link.send(wire.jobError(job.jobId, code, message, 0));
-      log.info("job refused", { job: job.jobId, model: job.modelId, code, message });
+      const model = clip(job.modelId, MAX_SHOWN_MODEL);
+      log.info("job refused", { job: job.jobId, model, code, message });
       this.#opts.onFinished?.({
         jobId: job.jobId,
         model: job.modelId,
@@ -125,6 +134,7 @@ export class Executor {
         receivedAt,
         finishedAt: receivedAt,
         admitted: false,
+        backendBusy: busy,
       });
     };
     if (this.#draining) return refuse("out_of_capacity", "agent is shutting down");
@@ -134,19 +144,27 @@ export class Executor {
     }
     const served = this.#opts.routes().byId.get(job.modelId);
     if (!served) {
-      return refuse("model_not_loaded", `no healthy backend serves ${job.modelId}`);
+      const shown = clip(job.modelId, MAX_SHOWN_MODEL);
+      return refuse("model_not_loaded", `no healthy backend serves ${shown}`);
     }
     if (this.#opts.paused?.(job.modelId)) {
       return refuse("out_of_capacity", `${job.modelId} is paused by the operator`, served);
     }
     if (this.inFlightFor(job.modelId) >= served.maxConcurrent) {
+      // The model's limit is its backends' own slots when they report fewer than the agent's.
+      const slots = engineSlots(served.routes);
+      const engine = slots !== undefined && slots <= served.maxConcurrent;
       return refuse(
         "out_of_capacity",
-        `all ${served.maxConcurrent} slots of ${job.modelId} are busy`,
+        engine
+          ? `all ${slots} slots of the backends serving ${job.modelId} are busy`
+          : `all ${served.maxConcurrent} slots of ${job.modelId} are busy`,
         served,
+        engine,
       );
     }
     const route = this.#pickRoute(served, job.format);
+    if (typeof route === "string") return refuse("out_of_capacity", route, served, true);
     if (!route) {
       return refuse(
         "model_not_loaded",
@@ -167,20 +185,33 @@ export class Executor {
     void this.#run(running, job, route);
   }
 
-  /** The best-priority route that speaks the format, least busy first among equals. */
-  #pickRoute(served: ServedModel, format: wire.WireFormat): Route | undefined {
+  /**
+   * The best-priority route that speaks the format and can start the job now (a free slot of
+   * its own, no queue), least busy first among equals; when every such route is saturated, why
+   * (a string); undefined when none speaks the format.
+   */
+  #pickRoute(served: ServedModel, format: wire.WireFormat): Route | string | undefined {
     let best: Route | undefined;
+    let busy: string | undefined;
+    const load = (i: number) => this.#perBackend.get(i) ?? 0;
     for (const r of served.routes) {
       if (!r.formats.includes(format)) continue;
+      const full = r.slots !== undefined && load(r.backendIndex) >= r.slots;
+      const why = full
+        ? `all ${r.slots} slots of ${r.target.spec.kind} at ${r.target.base} are busy`
+        : this.#opts.backendBusy?.(r.backendIndex);
+      if (why !== undefined) {
+        busy ??= why;
+        continue;
+      }
       if (!best) {
         best = r;
         continue;
       }
       if (r.target.spec.priority > best.target.spec.priority) break;
-      const load = (i: number) => this.#perBackend.get(i) ?? 0;
       if (load(r.backendIndex) < load(best.backendIndex)) best = r;
     }
-    return best;
+    return best ?? busy;
   }
 
   async #run(job: RunningJob, frame: wire.Job, route: Route): Promise<void> {
@@ -198,6 +229,7 @@ export class Executor {
     let usage = { input: 0, output: 0, reported: false };
     try {
       body = await this.#open(job, frame, route, stopped);
+      if (body.json) job.meter = new JsonAnswerMeter(frame.format);
       for (;;) {
         // The body rejects with the signal's reason when the job stops.
         const piece = await body.read();
@@ -257,7 +289,8 @@ export class Executor {
       if (outcome === "job_done") {
         terminal = wire.jobDone(job.jobId, usage, durationMs);
       } else if (outcome !== "cancelled" && outcome !== "disconnected") {
-        terminal = wire.jobError(job.jobId, outcome, message ?? outcome, usage.output);
+        message = clip(message ?? outcome, MAX_ERROR_TEXT);
+        terminal = wire.jobError(job.jobId, outcome, message, usage.output);
       }
       if (terminal !== undefined && link.open) link.send(terminal);
       const fields = {
@@ -288,6 +321,7 @@ export class Executor {
         receivedAt: job.receivedAt,
         finishedAt: Date.now(),
         admitted: true,
+        backendBusy: outcome === "out_of_capacity",
       });
       if (this.#jobs.size === 0) this.#idle.splice(0).forEach((r) => r());
     }

@@ -7,7 +7,7 @@ import type { ErrorCode } from "../errors.ts";
 import * as wire from "../link/protocol.ts";
 import { streamHash } from "./digest.ts";
 import { Sha256 } from "./sha256.ts";
-import { UsageMeter } from "./usage.ts";
+import { type Meter, UsageMeter } from "./usage.ts";
 
 /** The outbound side of one coordinator connection, as jobs use it (a WsClient). */
 export interface Link {
@@ -55,6 +55,11 @@ export interface FinishedJob {
   finishedAt: number;
   /** Whether a slot was held (false for refusals at admission). */
   admitted: boolean;
+  /**
+   * True for an `out_of_capacity` that the backend's own capacity caused (its slots all busy,
+   * its queue not empty, or it answered 429/503), not the agent's limits or the operator.
+   */
+  backendBusy?: boolean;
 }
 
 export interface ExecutorOptions {
@@ -72,6 +77,11 @@ export interface ExecutorOptions {
   lowWater?: number;
   /** Models taken out of service by the operator (pause): answered out_of_capacity. */
   paused?: (model: string) => boolean;
+  /**
+   * Why a backend cannot start a job now although it has slots (vLLM reports requests waiting),
+   * or undefined when it can; read at admission, so it must be cheap (a cached value).
+   */
+  backendBusy?: (backendIndex: number) => string | undefined;
 }
 
 export type StopKind = "cancelled" | "deadline" | "disconnected" | "shutdown";
@@ -91,7 +101,8 @@ export class RunningJob implements ActiveJob {
   bytes = 0;
   readonly hash = streamHash();
   firstChunkMs: number | undefined;
-  meter: UsageMeter;
+  /** The SSE meter; replaced by a JSON-answer meter when the backend ignored streaming. */
+  meter: Meter;
   /** Bytes this job queued that may not be flushed yet, and where its last frame ended. */
   queued = 0;
   lastEnd = 0;

@@ -22,6 +22,16 @@ export interface Usage {
   error: string | undefined;
 }
 
+/** What the executor feeds a job's body to: the SSE meter, or the JSON-answer one. */
+export interface Meter {
+  /** Watches the next piece of the body. */
+  feed(bytes: Uint8Array): void;
+  /** Output tokens so far, for tokens_emitted. */
+  readonly outputSoFar: number;
+  /** The totals once the body ended. */
+  finish(): Usage;
+}
+
 const LF = "\n", CR = 13, SPACE = 32, TAB = 9, QUOTE = 34, COLON = 58, BRACE = 123;
 const BACKSLASH = 92;
 /** Lines longer than this (UTF-16 units) are skipped whole; no usage or delta line comes close. */
@@ -74,6 +84,25 @@ function parseObject(text: string): Json | undefined {
 
 function count(v: unknown): number | undefined {
   return Number.isSafeInteger(v) && (v as number) >= 0 ? v as number : undefined;
+}
+
+/**
+ * The whole prompt of an Anthropic usage record (PROTOCOL §4): `input_tokens` plus the tokens an
+ * engine's prompt cache read or wrote (`cache_read_input_tokens`, `cache_creation_input_tokens`),
+ * so a cached prompt bills as much as in the OpenAI format. Undefined when none is present.
+ *
+ * @example
+ * ```ts
+ * anthropicInput({ input_tokens: 1, cache_read_input_tokens: 28 }); // 29
+ * ```
+ */
+export function anthropicInput(usage: Record<string, unknown> | undefined): number | undefined {
+  let sum: number | undefined;
+  for (const k of ["input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"]) {
+    const n = count(usage?.[k]);
+    if (n !== undefined) sum = (sum ?? 0) + n;
+  }
+  return sum;
 }
 
 function messageOf(body: Json): string | undefined {
@@ -194,7 +223,7 @@ function skipSpace(s: string, i: number): number {
  * meter.finish(); // { input: 0, output: 1, reported: false, deltas: 1, completed: true, error: undefined }
  * ```
  */
-export class UsageMeter {
+export class UsageMeter implements Meter {
   readonly #anthropic: boolean;
   readonly #decoder = new TextDecoder();
   readonly #scan = new KeyScanner();
@@ -325,7 +354,7 @@ export class UsageMeter {
       case "message_start": {
         const message = objectAt(parseObject(this.#payload(start, end))?.["message"]);
         const usage = objectAt(message?.["usage"]);
-        const input = count(usage?.["input_tokens"]);
+        const input = anthropicInput(usage);
         const out = count(usage?.["output_tokens"]);
         if (input !== undefined) this.#input = input;
         if (out !== undefined) this.#startOutput = out;
@@ -333,7 +362,7 @@ export class UsageMeter {
       }
       case "message_delta": {
         const usage = objectAt(parseObject(this.#payload(start, end))?.["usage"]);
-        const input = count(usage?.["input_tokens"]);
+        const input = anthropicInput(usage);
         const out = count(usage?.["output_tokens"]);
         // vLLM reports input here; a 0 must not erase message_start's count.
         if (input !== undefined && (input > 0 || this.#input === 0)) this.#input = input;

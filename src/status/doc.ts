@@ -13,6 +13,11 @@ export interface BackendDoc {
   "last_error": string | null;
   "models": string[];
   "checked_at": string | null;
+  /** Jobs in flight on it; the requests it runs at once when it says (llama.cpp total_slots). */
+  "slots_in_use": number;
+  "slots": number | null;
+  /** Requests waiting in its own queue (vLLM /metrics), when known. */
+  "queue_waiting": number | null;
 }
 
 /** One advertised model with its price (micro-USDC per million tokens) and slots. */

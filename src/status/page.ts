@@ -105,6 +105,8 @@ function draw(s) {
   ], "no earnings reported by this agent");
   rows("backends", s.backends, (b) => [
     { t: b.kind }, { t: b.url }, { node: badge(b.health) }, { t: ms(b.latency_ms), n: true },
+    { t: b.slots_in_use + " / " + (b.slots ?? "?") +
+      (b.queue_waiting ? " +" + b.queue_waiting + " queued" : ""), n: true },
     { t: b.models.join(", ") }, { t: b.last_error },
   ], "no backend configured");
   rows("models", s.models, (m) => [
@@ -164,7 +166,7 @@ const BODY = `<!doctype html>
 <h2>Money <span class="dim">(USDC at the advertised prices; missed: what refused or failed jobs would have brought)</span></h2>
 <table><thead><tr><th>period</th><th class="n">jobs</th><th class="n">tokens in / out</th><th class="n">earned</th><th class="n">missed</th><th class="n">missed jobs</th><th>top missed reason</th></tr></thead><tbody id="money"></tbody></table>
 <h2>Backends</h2>
-<table><thead><tr><th>kind</th><th>url</th><th>health</th><th class="n">latency</th><th>models</th><th>last error</th></tr></thead><tbody id="backends"></tbody></table>
+<table><thead><tr><th>kind</th><th>url</th><th>health</th><th class="n">latency</th><th class="n">slots in use</th><th>models</th><th>last error</th></tr></thead><tbody id="backends"></tbody></table>
 <h2>Models <span class="dim">(prices in USDC per million tokens)</span></h2>
 <table><thead><tr><th>model</th><th>backend</th><th class="n">input</th><th class="n">output</th><th class="n">slots</th><th class="n">context</th><th>state</th></tr></thead><tbody id="models"></tbody></table>
 <h2>Jobs in flight</h2>

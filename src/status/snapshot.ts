@@ -208,6 +208,9 @@ function agentStatus(agent: Agent, now: number, pid: number): StatusDoc {
       "last_error": b.lastError ?? null,
       "models": [...b.models],
       "checked_at": b.checkedAt > 0 ? iso(b.checkedAt) : null,
+      "slots_in_use": executor.inFlightOn(b.index),
+      "slots": b.slots ?? null,
+      "queue_waiting": agent.queues.waiting(b.index) ?? null,
     })),
     "models": discovery.models.map((m) => ({
       "model_id": m.modelId,
