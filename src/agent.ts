@@ -135,7 +135,9 @@ export class Agent {
   #account(job: FinishedJob): void {
     const price = this.discovery.current.byId.get(job.model) ?? priceOf(this.#config, job.model);
     if (hasTerminal(job)) this.ledger.append(receiptBody(job, price));
-    this.earnings.record(job, price);
+    // Money per model under the stats' label: models not advertised share `(unadvertised)`.
+    const label = this.stats.label(job.model);
+    this.earnings.record(label === job.model ? job : { ...job, model: label }, price);
     this.alerts.jobFinished(job);
   }
 

@@ -197,12 +197,15 @@ export class Discovery {
       }
       this.#warned.forEach((k) => k.startsWith(`${index}:`) && this.#warned.delete(k));
       const allow = b.models ? new Set(b.models) : undefined;
-      const listed = bounded(result.models.filter((m) => !allow || allow.has(m.id)), (n) =>
-        this.#warnOnce(`${index}:bounded`, "backend model list cut", {
-          backend: b.kind,
-          dropped: n,
-          rule: `ids up to ${MAX_MODEL_ID_LENGTH} characters, ${MAX_MODELS_PER_BACKEND} models`,
-        }));
+      const listed = bounded(
+        result.models.filter((m) => !allow || allow.has(m.id)),
+        (n) =>
+          this.#warnOnce(`${index}:bounded`, "backend model list cut", {
+            backend: b.kind,
+            dropped: n,
+            rule: `ids up to ${MAX_MODEL_ID_LENGTH} characters, ${MAX_MODELS_PER_BACKEND} models`,
+          }),
+      );
       status.state = "up";
       status.models = listed.map((m) => m.id);
       if (result.slots) status.slots = result.slots;

@@ -3,6 +3,9 @@
 
 import { type FetchJson, positiveInt, type ProbeResult } from "./probe.ts";
 
+/** Context lengths by base, name and digest; emptied when it holds this many (a backend
+ * that re-tags or re-digests its models on every listing cannot grow it without bound). */
+const MAX_CONTEXT_CACHE = 1024;
 const contextCache = new Map<string, number | undefined>();
 
 async function contextOf(
@@ -26,6 +29,7 @@ async function contextOf(
   } catch {
     return undefined; // not cached: try again at the next discovery
   }
+  if (contextCache.size >= MAX_CONTEXT_CACHE) contextCache.clear();
   contextCache.set(key, ctx);
   return ctx;
 }

@@ -1,15 +1,62 @@
 // Rolling job statistics: the real heartbeat values of PROTOCOL §3, counters since start,
 // histograms of time to first chunk and duration, and the recent jobs the status server shows.
-// Fed once per finished job; read as snapshots.
+// Fed once per finished job; read as snapshots. Every table here has a fixed bound, whatever
+// model ids or messages a coordinator or backend sends (the label rule is {@link modelLabel}).
 
-import type { FinishedJob } from "./job.ts";
+import type { FinishedJob, Outcome } from "./job.ts";
 import type { ErrorCode } from "../errors.ts";
 import type { HeartbeatValues } from "../link/protocol.ts";
+import { clip, MAX_ERROR_TEXT, MAX_SHOWN_MODEL } from "../text.ts";
 
 /** How far back latency and tokens/s percentiles look. */
 const WINDOW_MS = 5 * 60_000;
-const WINDOW_MAX = 2000;
-const RECENT_MAX = 50;
+/** Jobs kept for the heartbeat percentiles (the newest; older ones leave the window anyway). */
+export const WINDOW_MAX = 2000;
+/** Finished jobs the status server lists (the newest), model and message clipped. */
+export const RECENT_MAX = 50;
+
+/** The label value every model that is not advertised shares in stats, /metrics and /status. */
+export const UNADVERTISED = "(unadvertised)";
+
+/**
+ * Distinct model labels a per-model table holds (stats counters, histograms, and so /metrics
+ * series and /status `by_model`): a model advertised after that many is counted as
+ * {@link UNADVERTISED}. Jobs name any model a coordinator likes; only advertised models, which
+ * come from the operator's backends, get their own label.
+ */
+export const MAX_MODEL_LABELS = 256;
+
+/**
+ * The label a job's model is counted under: its own id when it is already in `known` (the
+ * table's keys) or when it is advertised and the table has room, else {@link UNADVERTISED}.
+ * The one rule for stats, /metrics and /status (and any other per-model table).
+ *
+ * @example
+ * ```ts
+ * const advertised = (m: string) => discovery.current.byId.has(m);
+ * modelLabel("llama3.2:latest", advertised, stats.byModel); // "llama3.2:latest"
+ * modelLabel("no/such-model", advertised, stats.byModel); // "(unadvertised)"
+ * ```
+ */
+export function modelLabel(
+  model: string,
+  advertised: (model: string) => boolean,
+  known?: { has(key: string): boolean; readonly size: number },
+): string {
+  if (known?.has(model)) return model;
+  if (!advertised(model)) return UNADVERTISED;
+  if (known && known.size >= MAX_MODEL_LABELS) return UNADVERTISED;
+  return model;
+}
+
+/** What the heartbeat window keeps of a job (no strings a peer chose). */
+interface WindowEntry {
+  finishedAt: number;
+  firstChunkMs: number | undefined;
+  durationMs: number;
+  outputTokens: number;
+  outcome: Outcome;
+}
 
 /** Per-model counters since start. */
 export interface ModelCounters {
@@ -93,7 +140,7 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** Whether a finished job counts toward the error rate (it got a terminal frame that is a fault). */
-function terminal(j: FinishedJob): boolean {
+function terminal(j: Pick<FinishedJob, "outcome">): boolean {
   return j.outcome !== "cancelled" && j.outcome !== "disconnected" &&
     j.outcome !== "out_of_capacity";
 }
@@ -111,10 +158,13 @@ function terminal(j: FinishedJob): boolean {
 export class Stats {
   readonly startedAt: number;
   #now: () => number;
-  #window: FinishedJob[] = [];
+  #advertised: (model: string) => boolean;
+  #window: WindowEntry[] = [];
   #recent: FinishedJob[] = [];
   #lastError: { at: number; code: ErrorCode } | undefined;
+  /** Keyed by {@link modelLabel}: at most {@link MAX_MODEL_LABELS} + 1 entries. */
   readonly byModel = new Map<string, ModelCounters>();
+  /** Keyed by {@link modelLabel}: at most {@link MAX_MODEL_LABELS} + 1 entries. */
   readonly histograms = new Map<string, ModelHistograms>();
   readonly totals = {
     jobs: 0,
@@ -126,16 +176,35 @@ export class Stats {
     outputTokens: 0,
   };
 
-  constructor(now: () => number = Date.now) {
+  /**
+   * `advertised` tells which models get their own label (default: every model, up to
+   * {@link MAX_MODEL_LABELS}); the agent passes "in the latest discovery".
+   */
+  constructor(
+    now: () => number = Date.now,
+    advertised: (model: string) => boolean = () => true,
+  ) {
     this.#now = now;
+    this.#advertised = advertised;
     this.startedAt = now();
+  }
+
+  /** The label `model` is (or would be) counted under; see {@link modelLabel}. */
+  label(model: string): string {
+    return modelLabel(model, this.#advertised, this.byModel);
   }
 
   /** Takes in one finished (or refused) job. */
   record(j: FinishedJob): void {
-    this.#window.push(j);
+    this.#window.push({
+      finishedAt: j.finishedAt,
+      firstChunkMs: j.firstChunkMs,
+      durationMs: j.durationMs,
+      outputTokens: j.outputTokens,
+      outcome: j.outcome,
+    });
     if (this.#window.length > WINDOW_MAX) this.#window.splice(0, this.#window.length - WINDOW_MAX);
-    this.#recent.push(j);
+    this.#recent.push(shown(j));
     if (this.#recent.length > RECENT_MAX) this.#recent.shift();
     const t = this.totals;
     t.jobs++;
@@ -143,15 +212,16 @@ export class Stats {
     t.outputTokens += j.outputTokens;
     if (j.outcome === "job_done") t.done++;
     else if (j.outcome === "cancelled" || j.outcome === "disconnected") t.cancelled++;
-    else if (!j.admitted) t.refused++;
+    else if (!j.admitted || j.outcome === "out_of_capacity") t.refused++; // a saturated backend
     else t.errors++;
     if (terminal(j) && j.outcome !== "job_done") {
       this.#lastError = { at: j.finishedAt, code: j.outcome as ErrorCode };
     }
-    let m = this.byModel.get(j.model);
+    const label = this.label(j.model);
+    let m = this.byModel.get(label);
     if (!m) {
       m = { jobs: {}, inputTokens: 0, outputTokens: 0, doneInputTokens: 0, doneOutputTokens: 0 };
-      this.byModel.set(j.model, m);
+      this.byModel.set(label, m);
     }
     m.jobs[j.outcome] = (m.jobs[j.outcome] ?? 0) + 1;
     m.inputTokens += j.inputTokens;
@@ -161,22 +231,27 @@ export class Stats {
       m.doneOutputTokens += j.outputTokens;
     }
     if (j.admitted) {
-      let h = this.histograms.get(j.model);
+      let h = this.histograms.get(label);
       if (!h) {
         h = {
           firstChunk: new Histogram(FIRST_CHUNK_BOUNDS),
           duration: new Histogram(DURATION_BOUNDS),
         };
-        this.histograms.set(j.model, h);
+        this.histograms.set(label, h);
       }
       if (j.firstChunkMs !== undefined) h.firstChunk.observe(j.firstChunkMs / 1000);
       h.duration.observe(j.durationMs / 1000);
     }
   }
 
-  /** The last finished jobs, oldest first (at most 50). */
+  /** The last finished jobs, oldest first (at most {@link RECENT_MAX}, texts clipped). */
   recent(): readonly FinishedJob[] {
     return this.#recent;
+  }
+
+  /** Jobs in the heartbeat window now (at most {@link WINDOW_MAX}; for bound checks). */
+  get windowSize(): number {
+    return this.#window.length;
   }
 
   /** Heartbeat values from the jobs of the last minutes (PROTOCOL §3). */
@@ -212,4 +287,11 @@ export class Stats {
       lastErrorCode: this.#lastError?.code ?? null,
     };
   }
+}
+
+/** A finished job as the recent list keeps it: the model id and message clipped. */
+function shown(j: FinishedJob): FinishedJob {
+  const model = clip(j.model, MAX_SHOWN_MODEL);
+  const message = j.message === undefined ? undefined : clip(j.message, MAX_ERROR_TEXT);
+  return model === j.model && message === j.message ? j : { ...j, model, message };
 }

@@ -7,6 +7,7 @@ import type { Executor } from "../jobs/executor.ts";
 import type { Identity } from "../identity/identity.ts";
 import { log } from "../log.ts";
 import * as wire from "./protocol.ts";
+import { clip, MAX_ERROR_TEXT } from "../text.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { connectWs, type WsClient, type WsClose, type WsConnectOptions } from "./ws.ts";
 
@@ -73,6 +74,8 @@ class PreAuthError extends Error {
 }
 
 const UNREACHABLE_AFTER = 10;
+/** Longest unknown frame type written to the debug log (characters). */
+const MAX_FRAME_TYPE_SHOWN = 64;
 const UNTRUSTED_CA_HINT = "the coordinator's certificate is not signed by a trusted CA: " +
   "put that CA in coordinator.ca_file (or DENO_CERT)";
 
@@ -265,7 +268,9 @@ export class Session {
     const code = id.providerId === undefined ? o.enrollmentCode : undefined;
     ws.send(wire.authResponse(id.publicKeyB64, signature.toBase64(), AGENT_VERSION, code));
     const answer = await nextFrame(ws, timeoutMs, "auth_ok");
-    if (answer.type === "auth_failed") throw new PreAuthError(`auth_failed: ${answer.reason}`);
+    if (answer.type === "auth_failed") {
+      throw new PreAuthError(`auth_failed: ${clip(answer.reason, MAX_ERROR_TEXT)}`);
+    }
     if (answer.type !== "auth_ok") throw new PreAuthError(`expected auth_ok, got ${answer.type}`);
     if (answer.providerId !== undefined && answer.providerId !== id.providerId) {
       try {
@@ -300,7 +305,7 @@ export class Session {
           else log.debug("cancel for an unknown or finished job ignored", { job: f.jobId });
           break;
         case "other":
-          log.debug("frame ignored", { type: f.name });
+          log.debug("frame ignored", { type: clip(f.name, MAX_FRAME_TYPE_SHOWN) });
           break;
         default:
           log.debug("frame ignored after auth", { type: f.type });
