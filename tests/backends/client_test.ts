@@ -316,24 +316,31 @@ Deno.test("statusError maps LM Studio's 400 No models loaded to model_not_loaded
   assert.equal(statusError(400, `{"error":"bad request"}`, "lmstudio h").code, "internal");
 });
 
-Deno.test("statusError maps other statuses to internal with the upstream message of each body shape", () => {
-  const cases: [number, string, string][] = [
-    [500, `{"error":{"message":"CUDA out of memory","code":500}}`, "CUDA out of memory"],
-    [503, `{"error":"server busy"}`, "server busy"],
+Deno.test("statusError maps 429/503 to out_of_capacity, others to internal, with the upstream message", () => {
+  const cases: [number, string, string, string][] = [
+    [
+      500,
+      `{"error":{"message":"CUDA out of memory","code":500}}`,
+      "CUDA out of memory",
+      "internal",
+    ],
+    [503, `{"error":"server busy"}`, "server busy", "out_of_capacity"],
     [
       500,
       `{"object":"error","message":"engine crashed","type":"InternalServerError"}`,
       "engine crashed",
+      "internal",
     ],
     [
       429,
       `{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}`,
       "slow down",
+      "out_of_capacity",
     ],
   ];
-  for (const [status, body, message] of cases) {
+  for (const [status, body, message, code] of cases) {
     const e = statusError(status, body, "vllm h");
-    assert.equal(e.code, "internal");
+    assert.equal(e.code, code);
     assert.equal(e.message, `vllm h: HTTP ${status}: ${message}`);
   }
   const html = statusError(502, "<html>bad gateway</html>", "vllm h");
@@ -398,30 +405,46 @@ Deno.test("LM Studio's 400 No models loaded is model_not_loaded", async () => {
   );
 });
 
-Deno.test("500 and 503 answers are internal with the upstream message of every body shape", async () => {
-  const shapes: [number, string, string][] = [
-    [500, `{"error":{"message":"object-shaped failure","code":500}}`, "object-shaped failure"],
-    [503, `{"error":"string-shaped failure"}`, "string-shaped failure"],
-    [500, `{"object":"error","message":"flat failure","type":"x","code":500}`, "flat failure"],
+Deno.test("500 is internal, 429 and 503 out_of_capacity, with the upstream message of every body shape", async () => {
+  const shapes: [number, string, string, ErrorCode][] = [
+    [
+      500,
+      `{"error":{"message":"object-shaped failure","code":500}}`,
+      "object-shaped failure",
+      "internal",
+    ],
+    [503, `{"error":"string-shaped failure"}`, "string-shaped failure", "out_of_capacity"],
+    [
+      500,
+      `{"object":"error","message":"flat failure","type":"x","code":500}`,
+      "flat failure",
+      "internal",
+    ],
+    [
+      429,
+      `{"error":{"message":"too many requests","code":429}}`,
+      "too many requests",
+      "out_of_capacity",
+    ],
   ];
-  for (const [status, errorBody, message] of shapes) {
+  for (const [status, errorBody, message, code] of shapes) {
     await withFakeBackend({ kind: "vllm", defaultScript: { status, errorBody } }, async (fake) => {
       await rejectsWith(
         complete(targetOf("vllm", fake.url), DEFAULT_MODELS.vllm[0]!, { messages: MESSAGES }),
-        "internal",
+        code,
         new RegExp(`^vllm 127\\.0\\.0\\.1:${fake.port}: HTTP ${status}: ${message}$`),
       );
     });
   }
 });
 
-Deno.test("a loading llama.cpp's 503 is internal with its message", async () => {
+Deno.test("a loading llama.cpp's 503 is out_of_capacity with its message", async () => {
   await withFakeBackend({ kind: "llamacpp", state: "loading" }, async (fake) => {
     await rejectsWith(
       complete(targetOf("llamacpp", fake.url), DEFAULT_MODELS.llamacpp[0]!, {
         messages: MESSAGES,
       }),
-      "internal",
+      "out_of_capacity",
       /HTTP 503: Loading model/,
     );
   });

@@ -50,7 +50,10 @@ export interface Script {
   inputTokens?: number;
   /** Answer this HTTP status with an error body in the server's shape instead of streaming. */
   status?: number;
-  /** Verbatim body for `status` (sent as application/json). */
+  /**
+   * Verbatim body for `status` (sent as application/json); with status 200, a backend that
+   * ignored `"stream": true` and answered one JSON completion.
+   */
   errorBody?: string;
   /** Kill the TCP connection after N deltas: no finish, no clean chunked end. */
   breakAfter?: number;
@@ -87,6 +90,10 @@ export interface FakeBackendOptions {
   apiKey?: string;
   /** Initial health (default "ready"). */
   state?: FakeState;
+  /** llama.cpp: `total_slots` in `/props` (default 4, llama-server's own default). */
+  slots?: number;
+  /** Text of `GET /metrics` (Prometheus), served when set; see {@link FakeBackend.setMetrics}. */
+  metrics?: string;
 }
 
 /** A completion request as the fake received it. */
@@ -110,6 +117,10 @@ export interface FakeBackend {
   setScript(model: string, s: Script): void;
   setDefaultScript(s: Script): void;
   setState(st: FakeState): void;
+  /** Sets the text `GET /metrics` answers (undefined: 404, like a server without metrics). */
+  setMetrics(text: string | undefined): void;
+  /** `GET /metrics` requests answered so far. */
+  readonly metricsHits: number;
   /** Resolves when the n-th (1-based, counting all so far) completion request has arrived. */
   waitForRequests(n: number): Promise<RecordedRequest>;
   /**
@@ -144,6 +155,9 @@ class Fake implements FakeBackend {
   readonly #spec: KindSpec;
   readonly #models: readonly string[];
   readonly #ctx: number;
+  readonly #slots: number;
+  #metrics: string | undefined;
+  metricsHits = 0;
   readonly #apiKey: string | undefined;
   readonly #scripts: Map<string, Script>;
   #defaultScript: Script;
@@ -163,6 +177,8 @@ class Fake implements FakeBackend {
     this.#spec = KINDS[opts.kind];
     this.#models = opts.models ?? DEFAULT_MODELS[opts.kind];
     this.#ctx = opts.contextWindow ?? DEFAULT_CONTEXT_WINDOW;
+    this.#slots = opts.slots ?? 4;
+    this.#metrics = opts.metrics;
     this.#apiKey = opts.apiKey;
     this.#scripts = new Map(Object.entries(opts.scripts ?? {}));
     this.#defaultScript = opts.defaultScript ?? {};
@@ -187,6 +203,10 @@ class Fake implements FakeBackend {
 
   setState(st: FakeState): void {
     this.#state = st;
+  }
+
+  setMetrics(text: string | undefined): void {
+    this.#metrics = text;
   }
 
   waitForRequests(n: number): Promise<RecordedRequest> {
@@ -266,9 +286,17 @@ class Fake implements FakeBackend {
   #discover(req: HttpRequest, sub: string | null): Reply {
     const kind = this.#kind;
     if (this.#state === "loading") return errorReply(kind, "openai", 503, "Loading model");
-    const route = sub === null
-      ? undefined
-      : discoveryRoutes(kind, this.#models, this.#ctx, this.#loaded)[`${req.method} ${sub}`];
+    if (sub === "/metrics" && req.method === "GET" && this.#metrics !== undefined) {
+      this.metricsHits++;
+      return text(200, this.#metrics);
+    }
+    const route = sub === null ? undefined : discoveryRoutes(
+      kind,
+      this.#models,
+      this.#ctx,
+      this.#loaded,
+      this.#slots,
+    )[`${req.method} ${sub}`];
     if (!route || sub === null) return errorReply(kind, "openai", 404, "Not Found");
     if (this.#state === "dead" && this.#spec.health.includes(sub)) {
       return kind === "vllm"

@@ -133,6 +133,7 @@ export function discoveryRoutes(
   models: readonly string[],
   ctx: number,
   loaded: ReadonlySet<string>,
+  slots = 4,
 ): Record<string, Route> {
   const list = (extra: (id: string) => object) =>
     json(200, {
@@ -170,7 +171,7 @@ export function discoveryRoutes(
         "GET /props": () =>
           json(200, {
             default_generation_settings: { n_ctx: ctx, params: { n_predict: -1 } },
-            total_slots: 1,
+            total_slots: slots,
             model_path: models[0],
             build_info: "b7000-fake",
           }),

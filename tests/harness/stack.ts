@@ -23,6 +23,8 @@ export interface StackOptions {
   session?: AgentOptions["session"];
   env?: Record<string, string>;
   rediscoverMs?: number;
+  /** How often the agent reads vLLM queues (default its own, 1 s). */
+  queueWatch?: AgentOptions["queueWatch"];
   /** Log level while the stack runs (default $TEST_LOG_LEVEL or "error"). */
   logLevel?: Level;
 }
@@ -88,6 +90,7 @@ ${opts.toml ?? ""}
       ...opts.session,
     },
     ...(opts.rediscoverMs !== undefined ? { rediscoverMs: opts.rediscoverMs } : {}),
+    ...(opts.queueWatch ? { queueWatch: opts.queueWatch } : {}),
   });
   const running = agent.run();
   let stopped = false;

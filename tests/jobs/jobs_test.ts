@@ -268,7 +268,7 @@ Deno.test("backend HTTP errors map to their wire codes with the upstream message
     assert.equal(e500.error_code, "internal");
     assert.match(String(e500.message), /CUDA out of memory/);
     const e503 = await code("m503");
-    assert.equal(e503.error_code, "internal");
+    assert.equal(e503.error_code, "out_of_capacity");
     assert.match(String(e503.message), /server busy/);
   });
 });

@@ -3,7 +3,14 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { errorMessageOf, type Usage, UsageMeter, type WireFormat } from "../../src/jobs/usage.ts";
+import {
+  anthropicInput,
+  errorMessageOf,
+  type Usage,
+  UsageMeter,
+  type WireFormat,
+} from "../../src/jobs/usage.ts";
+import { JsonAnswerMeter } from "../../src/jobs/json_usage.ts";
 
 const enc = new TextEncoder();
 
@@ -208,6 +215,109 @@ Deno.test("anthropic llama.cpp-style: input only in message_start, keys sorted, 
     ),
   );
   assert.deepEqual([u.input, u.output, u.deltas, u.completed], [12, 2, 2, true]);
+});
+
+Deno.test("anthropic input is the whole prompt: llama.cpp's prompt-cache hit bills all 29 tokens", () => {
+  // What llama-server sends on /v1/messages when a slot reuses 28 cached tokens of a 29-token prompt.
+  const u = meter(
+    "anthropic",
+    sse(
+      '{"message":{"content":[],"type":"message","usage":{"cache_read_input_tokens":28,"input_tokens":1,"output_tokens":0}},"type":"message_start"}',
+      '{"delta":{"text":"a","type":"text_delta"},"index":0,"type":"content_block_delta"}',
+      '{"delta":{"stop_reason":"max_tokens"},"type":"message_delta","usage":{"output_tokens":1}}',
+      '{"type":"message_stop"}',
+    ),
+  );
+  assert.deepEqual([u.input, u.output, u.completed], [29, 1, true]);
+});
+
+Deno.test("anthropic input adds cache_creation_input_tokens, in message_start or message_delta", () => {
+  const start = meter(
+    "anthropic",
+    anthropic(
+      ["message_start", {
+        type: "message_start",
+        message: {
+          usage: { input_tokens: 3, cache_creation_input_tokens: 100, cache_read_input_tokens: 20 },
+        },
+      }],
+      ["message_stop", { type: "message_stop" }],
+    ),
+  );
+  assert.equal(start.input, 123);
+  // Anthropic's own API repeats the cache counts in message_delta: the sum, not a double count.
+  const delta = meter(
+    "anthropic",
+    anthropic(
+      ["message_start", {
+        type: "message_start",
+        message: { usage: { input_tokens: 0, output_tokens: 0 } },
+      }],
+      textDelta("x"),
+      ["message_delta", {
+        type: "message_delta",
+        usage: { input_tokens: 5, cache_read_input_tokens: 40, output_tokens: 1 },
+      }],
+      ["message_stop", { type: "message_stop" }],
+    ),
+  );
+  assert.deepEqual([delta.input, delta.output], [45, 1]);
+});
+
+Deno.test("anthropicInput sums the three input counts and ignores garbage", () => {
+  assert.equal(anthropicInput({ input_tokens: 1, cache_read_input_tokens: 28 }), 29);
+  assert.equal(anthropicInput({ cache_creation_input_tokens: 7 }), 7);
+  assert.equal(anthropicInput({ input_tokens: -1, cache_read_input_tokens: "5" }), undefined);
+  assert.equal(anthropicInput({ output_tokens: 4 }), undefined);
+  assert.equal(anthropicInput(undefined), undefined);
+});
+
+Deno.test("a JSON answer (stream ignored) gives its usage, OpenAI and Anthropic", () => {
+  const json = (format: WireFormat, body: unknown, cut = 7) => {
+    const bytes = enc.encode(JSON.stringify(body));
+    const m = new JsonAnswerMeter(format);
+    for (let at = 0; at < bytes.length; at += cut) m.feed(bytes.slice(at, at + cut));
+    assert.equal(m.outputSoFar, 0);
+    return m.finish();
+  };
+  const openai = json("openai", {
+    object: "chat.completion",
+    choices: [{ index: 0, message: { role: "assistant", content: "héllo ☃" } }],
+    usage: { prompt_tokens: 29, completion_tokens: 5, total_tokens: 34 },
+  });
+  assert.deepEqual(openai, {
+    input: 29,
+    output: 5,
+    reported: true,
+    deltas: 0,
+    completed: true,
+    error: undefined,
+  });
+  const messages = json("anthropic", {
+    type: "message",
+    content: [{ type: "text", text: "hi" }],
+    usage: { cache_read_input_tokens: 28, input_tokens: 1, output_tokens: 5 },
+  }, 3);
+  assert.deepEqual([messages.input, messages.output, messages.completed], [29, 5, true]);
+  const noUsage = json("openai", { choices: [] });
+  assert.deepEqual([noUsage.input, noUsage.output, noUsage.reported], [0, 0, false]);
+  assert.equal(noUsage.error, undefined);
+});
+
+Deno.test("a JSON answer that is an error, not JSON, or not a completion is an error", () => {
+  const run = (format: WireFormat, text: string) => {
+    const m = new JsonAnswerMeter(format);
+    m.feed(enc.encode(text));
+    return m.finish();
+  };
+  assert.equal(run("openai", '{"error":{"message":"context too long"}}').error, "context too long");
+  assert.match(run("openai", "<html>oops</html>").error ?? "", /not a JSON object/);
+  assert.match(run("openai", '{"id":"x"}').error ?? "", /no choices/);
+  assert.match(run("anthropic", '{"choices":[]}').error ?? "", /not an Anthropic message/);
+  assert.equal(
+    run("anthropic", '{"type":"error","error":{"message":"overloaded"}}').error,
+    "overloaded",
+  );
 });
 
 Deno.test("anthropic stream cut before message_delta counts at least the deltas seen", () => {

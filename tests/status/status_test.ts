@@ -557,6 +557,9 @@ Deno.test("the status summary names state, coordinator, backends, models, jobs a
     "last_error": "unreachable: connection refused",
     "models": [],
     "checked_at": null,
+    "slots_in_use": 0,
+    "slots": null,
+    "queue_waiting": null,
   }];
   doc.counters["earned_usdc"] = "1.500000";
   const text = summary(doc, Date.parse("2026-01-02T03:05:06.000Z")).join("\n");
