@@ -4,6 +4,7 @@
 
 import type { ModelPrice } from "../config/config.ts";
 import type { FinishedJob } from "../jobs/job.ts";
+import { atomicWrite } from "../fsutil.ts";
 import { log } from "../log.ts";
 import { sleep } from "../link/session.ts";
 import { percentile } from "../jobs/stats.ts";
@@ -271,7 +272,7 @@ export class Earnings {
     }
   }
 
-  /** Writes the counters now if they changed (temp file, fsync, rename). */
+  /** Writes the counters now if they changed (temp file, fsync, rename, directory fsync). */
   flush(): Promise<void> {
     this.#writing = this.#writing.then(() => this.#write());
     return this.#writing;
@@ -282,16 +283,8 @@ export class Earnings {
     this.#prune(this.#now());
     const text = JSON.stringify(this.#state());
     this.#dirty = false;
-    const tmp = `${this.path}.tmp`;
     try {
-      const file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-      try {
-        await file.write(new TextEncoder().encode(text));
-        await file.sync();
-      } finally {
-        file.close();
-      }
-      await Deno.rename(tmp, this.path);
+      await atomicWrite(this.path, text);
       this.#failing = false;
     } catch (err) {
       this.#dirty = true;

@@ -1,7 +1,9 @@
 // Reading and verifying the receipt ledger (issue 8): its files oldest first, each line parsed
 // as a version-1 receipt, and the check of canonical form, Ed25519 signature and hash chain
-// across rotated files that `usepod-agent receipts --verify` runs.
+// across rotated files that `usepod-agent receipts --verify` runs, then of the signed checkpoint
+// that detects receipts cut from the end of the newest file (issue 14).
 
+import { type Checkpoint, checkpointPath, readCheckpoint } from "./checkpoint.ts";
 import {
   canonicalJson,
   GENESIS,
@@ -9,7 +11,7 @@ import {
   RECEIPT_KEYS,
   type Scalar,
   sha256Hex,
-} from "./ledger.ts";
+} from "./receipt.ts";
 
 /** The ledger's files, oldest first: `<path>.<n>` … `<path>.1`, then `<path>` (when present). */
 export async function ledgerFiles(path: string): Promise<string[]> {
@@ -116,6 +118,8 @@ export interface VerifyResult {
   anchor: string | undefined;
   /** The first line that fails, and why; undefined when the whole ledger checks out. */
   broken: { file: string; line: number; reason: string } | undefined;
+  /** The signed checkpoint the ledger was checked against; undefined when there is none. */
+  checkpoint: Checkpoint | undefined;
 }
 
 /**
@@ -139,7 +143,14 @@ export async function verifyLedger(
     pubkeys: [],
     anchor: undefined,
     broken: undefined,
+    checkpoint: undefined,
   };
+  const cp = await readCheckpoint(path);
+  // Hashes where the checkpoint's head may be: its line of the live file, or of `.1` when the
+  // live file was rotated since; the last line of `.1` for a checkpoint taken right after one.
+  const newest = new Set([path, `${path}.1`]);
+  const at = new Map<string, string>();
+  let lastOfRotated: string | undefined;
   const keys = new Map<string, CryptoKey | undefined>();
   const encoder = new TextEncoder();
   let prev: string | undefined;
@@ -187,8 +198,42 @@ export async function verifyLedger(
     }
     prev = sha256Hex(l.text);
     result.receipts++;
+    if (typeof cp === "object" && newest.has(l.file) && l.line === cp.lines) at.set(l.file, prev);
+    if (l.file === `${path}.1`) lastOfRotated = prev;
+  }
+  if (result.broken || cp === undefined) return result;
+  const fail = (line: number, reason: string) => {
+    result.broken = { file: checkpointPath(path), line, reason };
+    return result;
+  };
+  if (typeof cp === "string") return fail(1, `checkpoint ${cp}`);
+  if (opts.pubkey !== undefined && cp.pubkey !== opts.pubkey) {
+    return fail(1, `checkpoint signed by ${cp.pubkey}, not by the expected key`);
+  }
+  if (result.pubkeys.length > 0 && !result.pubkeys.includes(cp.pubkey)) {
+    return fail(1, `checkpoint signed by ${cp.pubkey}, a key that signed no receipt`);
+  }
+  result.checkpoint = cp;
+  const found = cp.lines === 0
+    ? cp.head === GENESIS || cp.head === lastOfRotated
+    : [...at.values()].includes(cp.head);
+  if (!found) {
+    const lines = result.files.includes(path) ? await countReceipts(path) : 0;
+    result.broken = {
+      file: path,
+      line: lines + 1,
+      reason: `the checkpoint of ${cp.time} records ${cp.lines} receipt(s) in this file ending ` +
+        `with head ${cp.head}, but it holds ${lines} that do not: receipts were cut from its end ` +
+        `(truncated) or it was replaced`,
+    };
   }
   return result;
+}
+
+async function countReceipts(path: string): Promise<number> {
+  let n = 0;
+  for await (const l of readLedger(path)) if (l.file === path) n++;
+  return n;
 }
 
 function decodeBase64(s: string): Uint8Array<ArrayBuffer> | undefined {

@@ -1,10 +1,11 @@
 // The `receipts` command (issue 8): lists the signed job receipts of the local ledger as a
 // table or JSON lines, and with --verify checks every signature and the hash chain across
-// rotated files, naming the first broken line (exit 1).
+// rotated files and the signed checkpoint, naming the first broken line (exit 1).
 
 import { type CommandContext, loadForCommand, UsageError } from "./command.ts";
 import { earnedMicroUsdc, type Receipt } from "../books/ledger.ts";
-import { besideIdentity } from "../paths.ts";
+import { stateFile } from "../paths.ts";
+import { checkpointPath } from "../books/checkpoint.ts";
 import { readLedger, verifyLedger } from "../books/verify.ts";
 
 /** Parses --since: a UTC date `YYYY-MM-DD` or an RFC 3339 time; returns epoch ms. */
@@ -31,7 +32,7 @@ export async function receiptsCommand(ctx: CommandContext): Promise<number> {
   const since = typeof f.since === "string" ? parseSince(f.since) : undefined;
   const path = typeof f.file === "string"
     ? f.file
-    : besideIdentity((await loadForCommand(ctx)).identity.keyPath, "receipts.jsonl");
+    : stateFile((await loadForCommand(ctx)).identity, "receipts.jsonl");
   if (f.verify === true) {
     return await verify(ctx, path, typeof f.pubkey === "string" ? f.pubkey : undefined);
   }
@@ -71,6 +72,17 @@ async function verify(ctx: CommandContext, path: string, pubkey?: string): Promi
     `ok: ${r.receipts} receipt(s) in ${r.files.length} file(s): every signature and the chain ` +
       `verify; signed by ${r.pubkeys.join(", ")}`,
   );
+  if (r.checkpoint !== undefined) {
+    ctx.out(
+      `ok: the signed checkpoint of ${r.checkpoint.time} (${r.checkpoint.lines} receipt(s) in ` +
+        `the newest file) is present: nothing was cut before it`,
+    );
+  } else {
+    ctx.out(
+      `note: no checkpoint beside the ledger (${checkpointPath(path)}): a cut at the end of ` +
+        `the newest file cannot be detected`,
+    );
+  }
   if (r.anchor !== undefined) {
     ctx.out(`note: the oldest kept file continues receipts rotated away (prev ${r.anchor})`);
   }

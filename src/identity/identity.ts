@@ -9,6 +9,7 @@ import {
   parseIdentityText,
   withProviderIdLine,
 } from "./file.ts";
+import { atomicWrite, syncDir } from "../fsutil.ts";
 
 /** A loaded identity. The seed itself is not kept: only a non-extractable signing key. */
 export interface Identity {
@@ -215,20 +216,6 @@ async function writeSecretFile(path: string, text: string): Promise<void> {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  if (WINDOWS) return;
-  try {
-    const d = await Deno.open(dir, { read: true });
-    try {
-      await d.sync();
-    } finally {
-      d.close();
-    }
-  } catch {
-    // best effort: some file systems refuse fsync on a directory
-  }
-}
-
 function tempPathFor(path: string): string {
   return `${path}.tmp-${crypto.randomUUID()}`;
 }
@@ -239,6 +226,7 @@ async function createExclusive(path: string, text: string): Promise<boolean> {
   await writeSecretFile(tmp, text);
   try {
     await Deno.link(tmp, path);
+    await syncDir(dirOf(path));
     return true;
   } catch (err) {
     if (err instanceof Deno.errors.AlreadyExists) return false;
@@ -341,15 +329,14 @@ export function saveProviderId(identity: Identity, providerId: string): Promise<
       );
     }
     if (fields.providerId !== providerId) {
-      const tmp = tempPathFor(path);
+      const bytes = new TextEncoder().encode(withProviderIdLine(file.text, providerId));
       try {
-        await writeSecretFile(tmp, withProviderIdLine(file.text, providerId));
-        await Deno.rename(tmp, path);
+        await atomicWrite(path, bytes); // temp, fsync, rename, directory fsync
       } catch (err) {
-        await Deno.remove(tmp).catch(() => {});
         throw ioError(path, "rewriting", err);
+      } finally {
+        bytes.fill(0);
       }
-      await syncDir(dirOf(path));
     }
     if (identity instanceof Ed25519Identity) return identity.withProviderId(providerId);
     const { created, publicKey, publicKeyB64 } = identity;

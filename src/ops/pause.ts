@@ -2,8 +2,9 @@
 // the identity key so a pause survives restarts. `usepod-agent pause/resume` write it and signal
 // the agent (SIGHUP), which re-reads it and advertises a fresh capabilities frame.
 
+import { atomicWrite } from "../fsutil.ts";
 import { log } from "../log.ts";
-import { besideIdentity, dirOf } from "../paths.ts";
+import { dirOf, stateFile, type StatePlace } from "../paths.ts";
 
 /** Every model (`all`) or the listed ones are paused. */
 export interface PauseState {
@@ -13,9 +14,9 @@ export interface PauseState {
 
 export const NOT_PAUSED: PauseState = { all: false, models: [] };
 
-/** Where the pause state lives for an identity key path. */
-export function pauseFilePath(identityKeyPath: string): string {
-  return besideIdentity(identityKeyPath, "paused.json");
+/** Where the pause state lives: `paused.json` in the state directory. */
+export function pauseFilePath(place: StatePlace): string {
+  return stateFile(place, "paused.json");
 }
 
 /**
@@ -24,7 +25,7 @@ export function pauseFilePath(identityKeyPath: string): string {
  *
  * @example
  * ```ts
- * const state = await readPauseState(pauseFilePath(config.identity.keyPath));
+ * const state = await readPauseState(pauseFilePath(config.identity));
  * ```
  */
 export async function readPauseState(path: string): Promise<PauseState> {
@@ -49,7 +50,10 @@ export async function readPauseState(path: string): Promise<PauseState> {
   }
 }
 
-/** Writes the pause state atomically (temp file, then rename); removes it when nothing is paused. */
+/**
+ * Writes the pause state atomically (temp file, fsync, rename, directory fsync); removes it when
+ * nothing is paused.
+ */
 export async function writePauseState(path: string, state: PauseState): Promise<void> {
   if (!state.all && state.models.length === 0) {
     await Deno.remove(path).catch((err) => {
@@ -58,14 +62,7 @@ export async function writePauseState(path: string, state: PauseState): Promise<
     return;
   }
   await Deno.mkdir(dirOf(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await Deno.writeTextFile(tmp, JSON.stringify(state) + "\n", { mode: 0o600 });
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
+  await atomicWrite(path, JSON.stringify(state) + "\n");
 }
 
 /** The state after `pause [--model M]` (undefined model: everything). */

@@ -3,6 +3,7 @@
 // corrupt, intact after kill -9), the agent's counters over real sockets, and their display in
 // /status, `usepod-agent status` and the status page.
 
+import { UNADVERTISED } from "../../src/jobs/stats.ts";
 import assert from "node:assert/strict";
 import { Earnings, OTHER_MODELS } from "../../src/books/earnings.ts";
 import type { FinishedJob } from "../../src/jobs/job.ts";
@@ -339,7 +340,8 @@ Deno.test("/status and `usepod-agent status` show money for today, 7 days and si
         micro_usdc: t.missedMicroUsdc,
       });
     }
-    assert.deepEqual(e.by_model.map((m) => m.model).sort(), [MODEL, "not/served"]);
+    // A model nobody advertised is counted under the shared label, not under its own id.
+    assert.deepEqual(e.by_model.map((m) => m.model).sort(), [UNADVERTISED, MODEL]);
     const lines = summary(doc, Date.now());
     const at = lines.findIndex((l) => l.startsWith("money:"));
     assert.match(lines[at]!, /^money:\s+today \(UTC\)\s+7 days\s+since start$/);

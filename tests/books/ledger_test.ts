@@ -11,11 +11,15 @@ import { loadOrCreateIdentity } from "../../src/identity/identity.ts";
 import {
   canonicalJson,
   GENESIS,
+  GROUP_COMMIT_MS,
   Ledger,
   type Receipt,
   receiptBody,
+  receiptLine,
+  type Scalar,
   sha256Hex,
 } from "../../src/books/ledger.ts";
+import { checkpointPath, readCheckpoint, writeCheckpoint } from "../../src/books/checkpoint.ts";
 import { ledgerFiles, verifyLedger } from "../../src/books/verify.ts";
 import { setLevel, setSink } from "../../src/log.ts";
 import { startStack } from "../harness/stack.ts";
@@ -432,4 +436,147 @@ Deno.test("receipts --since refuses a value that is not a date", async () => {
   );
   assert.equal(code, 1);
   assert.match(err[0]!, /--since: expected a date/);
+});
+
+// ---- durability (issue 14): group commit and the signed checkpoint ----
+
+Deno.test("the fixed-order receipt encoding is byte for byte the canonical encoding", () => {
+  const bodies = [
+    receiptBody(finished(1), PRICE),
+    receiptBody(finished(2, { backend: undefined, firstChunkMs: undefined }), PRICE),
+    receiptBody(finished(3, { model: 'm\u0000"\\\n\u2028é😀', outcome: "internal" }), PRICE),
+  ];
+  for (const body of bodies) {
+    const fields = { ...body, "prev": GENESIS, "pubkey": "cGs=" } as Record<string, Scalar>;
+    assert.equal(receiptLine(body, GENESIS, "cGs="), canonicalJson(fields));
+    assert.equal(
+      receiptLine(body, GENESIS, "cGs=", "c2ln"),
+      canonicalJson({ ...fields, "sig": "c2ln" }),
+    );
+  }
+  assert.throws(() => receiptLine({ ...bodies[0]!, "bytes": 1.5 }, GENESIS, "cGs="), RangeError);
+});
+
+Deno.test("group commit: appends are fsynced and checkpointed one window later, and on close", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "usepod-ledger-" });
+  try {
+    const { identity } = await loadOrCreateIdentity(`${dir}/identity.key`);
+    const path = `${dir}/receipts.jsonl`;
+    const timers: { fn: () => void; ms: number }[] = [];
+    let scheduled = Promise.withResolvers<void>();
+    let cancelled = 0;
+    const ledger = new Ledger({
+      path,
+      identity: () => identity,
+      schedule: (fn, ms) => {
+        timers.push({ fn, ms });
+        scheduled.resolve();
+        return () => cancelled++;
+      },
+    });
+    for (let i = 0; i < 3; i++) ledger.append(receiptBody(finished(i), PRICE));
+    await scheduled.promise; // written, and its commit scheduled
+    assert.equal(ledger.written, 3);
+    assert.equal(ledger.commits, 0, "no fsync on the job path or per append");
+    assert.deepEqual(timers.map((t) => t.ms), [GROUP_COMMIT_MS]);
+    assert.equal(await readCheckpoint(path), undefined);
+
+    timers[0]!.fn(); // the window passed
+    scheduled = Promise.withResolvers<void>();
+    ledger.append(receiptBody(finished(3), PRICE));
+    await scheduled.promise;
+    assert.equal(ledger.commits, 1);
+    assert.equal(timers.length, 2, "one commit scheduled per window, not per append");
+    const stored = await lines(path);
+    const cp = await readCheckpoint(path);
+    assert.ok(typeof cp === "object");
+    assert.ok(cp.lines === 3 || cp.lines === 4);
+    assert.equal(cp.head, sha256Hex(stored[cp.lines - 1]!));
+
+    await ledger.close(); // drain: the last receipt is committed at once
+    assert.equal(ledger.commits, 2);
+    assert.equal(cancelled, 1);
+    const last = await readCheckpoint(path);
+    assert.ok(typeof last === "object");
+    assert.equal(last.lines, 4);
+    assert.equal(last.head, sha256Hex(stored[3]!));
+    assert.equal(last.pubkey, identity.publicKeyB64);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("receipts cut from the end of the newest file (a power loss) are detected by the checkpoint", async () => {
+  const { dir, path } = await ledgerWith(5);
+  try {
+    assert.equal((await verifyLedger(path)).checkpoint?.lines, 5);
+    const stored = await lines(path);
+    // Whole lines lost, as when the last pages never reached the disk.
+    await Deno.writeTextFile(path, stored.slice(0, 3).join("\n") + "\n");
+    const r = await verifyLedger(path);
+    assert.equal(r.receipts, 3, "what is left still verifies line by line");
+    assert.equal(r.broken?.file, path);
+    assert.equal(r.broken?.line, 4);
+    assert.match(r.broken!.reason, /records 5 receipt\(s\).*holds 3.*cut from its end/);
+    // Cut in the middle of a line: the partial line is not a receipt, the cut is still found.
+    await Deno.writeTextFile(path, stored.slice(0, 4).join("\n") + "\n" + stored[4]!.slice(0, 40));
+    assert.match((await verifyLedger(path)).broken!.reason, /holds 4/);
+    const out: string[] = [];
+    assert.equal(await main(["receipts", "--verify", "--file", path], (l) => out.push(l)), 1);
+    assert.match(out[0]!, /^broken: .*receipts\.jsonl line 5: the checkpoint of .*\(truncated\)/);
+    // An intact ledger says its checkpoint matched.
+    await Deno.writeTextFile(path, stored.join("\n") + "\n");
+    const ok: string[] = [];
+    assert.equal(await main(["receipts", "--verify", "--file", path], (l) => ok.push(l)), 0);
+    assert.match(ok[1]!, /^ok: the signed checkpoint of .* \(5 receipt\(s\) in the newest file\)/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an edited or foreign checkpoint is reported as tampering", async () => {
+  const { dir, path } = await ledgerWith(4);
+  try {
+    const cpPath = checkpointPath(path);
+    const original = await Deno.readTextFile(cpPath);
+    // Lowering the count to hide a cut: the signature no longer verifies.
+    await Deno.writeTextFile(cpPath, original.replace('"lines":4', '"lines":2'));
+    const edited = await verifyLedger(path);
+    assert.equal(edited.broken?.file, cpPath);
+    assert.match(edited.broken!.reason, /^checkpoint signature does not verify/);
+    // Whitespace added: not canonical.
+    await Deno.writeTextFile(cpPath, original.replace('{"bytes"', '{ "bytes"'));
+    assert.match((await verifyLedger(path)).broken!.reason, /not in canonical form/);
+    // A valid checkpoint signed by another key (an attacker's) for a shorter ledger.
+    const other = (await loadOrCreateIdentity(`${dir}/other.key`)).identity;
+    const stored = await lines(path);
+    await writeCheckpoint(path, { head: sha256Hex(stored[1]!), lines: 2, bytes: 0 }, other);
+    assert.match((await verifyLedger(path)).broken!.reason, /a key that signed no receipt/);
+    await Deno.remove(cpPath);
+    const out: string[] = [];
+    assert.equal(await main(["receipts", "--verify", "--file", path], (l) => out.push(l)), 0);
+    assert.match(out[1]!, /^note: no checkpoint beside the ledger/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a rotation is committed with a checkpoint of the empty live file; the ledger verifies", async () => {
+  const { dir, path } = await ledgerWith(9, { maxBytes: 2_000 });
+  try {
+    const files = await ledgerFiles(path);
+    assert.ok(files.length > 1);
+    const r = await verifyLedger(path);
+    assert.equal(r.broken, undefined);
+    assert.equal(r.receipts, 9);
+    assert.ok(r.checkpoint !== undefined);
+    // Emptying the live file after a rotation is caught too.
+    const live = await lines(path);
+    if (live.length > 0) {
+      await Deno.writeTextFile(path, "");
+      assert.ok((await verifyLedger(path)).broken !== undefined);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
