@@ -10,7 +10,7 @@ import { Earnings } from "./books/earnings.ts";
 import { Executor } from "./jobs/executor.ts";
 import type { FinishedJob } from "./jobs/job.ts";
 import { type Identity, saveProviderId } from "./identity/identity.ts";
-import { hasTerminal, Ledger, receiptBody } from "./books/ledger.ts";
+import { hasTerminal, Ledger } from "./books/ledger.ts";
 import { besideIdentity } from "./paths.ts";
 import { log } from "./log.ts";
 import * as wire from "./link/protocol.ts";
@@ -134,7 +134,7 @@ export class Agent {
   /** Receipt, money and error-rate bookkeeping of one finished job: queues, never waits. */
   #account(job: FinishedJob): void {
     const price = this.discovery.current.byId.get(job.model) ?? priceOf(this.#config, job.model);
-    if (hasTerminal(job)) this.ledger.append(receiptBody(job, price));
+    if (hasTerminal(job)) this.ledger.appendJob(job, price);
     // Money per model under the stats' label: models not advertised share `(unadvertised)`.
     const label = this.stats.label(job.model);
     this.earnings.record(label === job.model ? job : { ...job, model: label }, price);

@@ -8,7 +8,9 @@ import { concatBytes } from "../bytes.ts";
 import { log } from "../log.ts";
 import { writeCheckpoint } from "./checkpoint.ts";
 import { type LedgerHead, readHead, rotate } from "./ledger_files.ts";
-import { type ReceiptBody, sha256Hex, signReceipt } from "./receipt.ts";
+import { type ReceiptBody, receiptBody, sha256Hex, signReceipt } from "./receipt.ts";
+import type { ModelPrice } from "../config/config.ts";
+import type { FinishedJob } from "../jobs/job.ts";
 
 export {
   canonicalJson,
@@ -31,6 +33,12 @@ export {
  * window; `receipts --verify` detects a cut before the last checkpoint.
  */
 export const GROUP_COMMIT_MS = 1_000;
+
+/** A job whose receipt fields the writer takes when it gets to it. */
+interface PendingJob {
+  job: FinishedJob;
+  price: ModelPrice;
+}
 
 /** Receipts taken from the queue per write (one append, one encoding pass). */
 const BATCH = 512;
@@ -72,7 +80,7 @@ function defaultSchedule(fn: () => void, ms: number): () => void {
 export class Ledger {
   readonly path: string;
   #o: LedgerOptions;
-  #queue: ReceiptBody[] = [];
+  #queue: (ReceiptBody | PendingJob)[] = [];
   #writer: Promise<void> | undefined;
   #head: LedgerHead | undefined;
   #file: Deno.FsFile | undefined;
@@ -96,8 +104,16 @@ export class Ledger {
     this.path = opts.path;
   }
 
+  /**
+   * Queues the receipt of a job that got a terminal frame; its fields are taken in the writer's
+   * batch, off the job path. Returns at once.
+   */
+  appendJob(job: FinishedJob, price: ModelPrice): void {
+    this.append({ job, price });
+  }
+
   /** Queues one receipt; returns at once. */
-  append(body: ReceiptBody): void {
+  append(body: ReceiptBody | PendingJob): void {
     if (this.#queue.length >= (this.#o.maxQueue ?? 10_000)) {
       this.lost++;
       if (!this.#dropping) log.error("receipt ledger queue full: dropping receipts", {});
@@ -184,7 +200,7 @@ export class Ledger {
     this.#unsynced = true;
   }
 
-  async #write(batch: ReceiptBody[], head: LedgerHead): Promise<void> {
+  async #write(batch: (ReceiptBody | PendingJob)[], head: LedgerHead): Promise<void> {
     const maxBytes = this.#o.maxBytes ?? 16 * 1024 * 1024;
     const identity = this.#o.identity();
     const encoder = new TextEncoder();
@@ -199,7 +215,8 @@ export class Ledger {
       pending = [];
       pendingSize = 0;
     };
-    for (const body of batch) {
+    for (const entry of batch) {
+      const body = "job" in entry ? receiptBody(entry.job, entry.price) : entry;
       const line = await signReceipt(body, prev, identity);
       const bytes = encoder.encode(line + "\n");
       if (head.size + pendingSize > 0 && head.size + pendingSize + bytes.length > maxBytes) {
