@@ -8,6 +8,7 @@ import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./backends/di
 import type { PauseState } from "./ops/pause.ts";
 import { Earnings } from "./books/earnings.ts";
 import { Executor } from "./jobs/executor.ts";
+import { ConnectionPool } from "./backends/pool.ts";
 import type { FinishedJob } from "./jobs/job.ts";
 import { type Identity, saveProviderId } from "./identity/identity.ts";
 import { hasTerminal, Ledger } from "./books/ledger.ts";
@@ -65,6 +66,8 @@ export class Agent {
   /** Money counters (`earnings.json` next to the identity file); `summary()` for the status. */
   readonly earnings: Earnings;
   readonly alerts: Alerts;
+  /** Keep-alive connections to plain-HTTP backends, reused across jobs; closed at shutdown. */
+  readonly backendPool = new ConnectionPool();
   /** vLLM queue lengths (PROTOCOL §5 extension), read about once a second. */
   readonly queues: QueueWatch;
   readonly startedAt = Date.now();
@@ -86,6 +89,7 @@ export class Agent {
     this.executor = new Executor({
       maxConcurrent: () => this.#config.limits.maxConcurrent,
       routes: () => this.discovery.current,
+      pool: this.backendPool,
       onBackendUnreachable: (index, reason) => {
         this.discovery.markDown(index, reason);
         this.#advertiseIfChanged();
@@ -293,6 +297,7 @@ export class Agent {
       await this.executor.idle();
     }
     this.#stopLoops.abort();
+    this.backendPool.close();
     await this.session.stop(1001, "agent shutting down");
     await Promise.all([this.ledger.close(), this.earnings.flush()]);
     log.info("stopped", {});

@@ -28,6 +28,8 @@ export class ChunkedDecoder {
   /** Data bytes left in the current chunk, or the chunk size being read. */
   #left = 0;
   #digits = 0;
+  /** Bytes of the last `decode` input left after the end of the body (0 while it goes on). */
+  unread = 0;
 
   /** The terminating chunk and the trailer section have been read. */
   get done(): boolean {
@@ -106,6 +108,7 @@ export class ChunkedDecoder {
     this.#state = st;
     this.#left = left;
     this.#digits = digits;
+    this.unread = end - r;
     return w;
   }
 }

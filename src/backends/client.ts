@@ -7,6 +7,7 @@ import type { WireFormat } from "../link/protocol.ts";
 import { errorMessageOf } from "../jobs/usage.ts";
 import { request as http1Request } from "./http1.ts";
 import type { KindSpec } from "./kinds.ts";
+import type { ConnectionPool } from "./pool.ts";
 
 /** A backend as the executor routes to it. */
 export interface Target {
@@ -83,7 +84,8 @@ export function statusError(status: number, body: string, where: string): Backen
 /**
  * Sends the completion request and returns the streaming body once the backend answered
  * 2xx. Rejects with a BackendError carrying its wire code, or with `signal.reason` when the
- * signal aborted first.
+ * signal aborted first. With `pool`, a plain-HTTP backend is asked on a kept-alive connection
+ * when one is idle, and the body's connection goes back once read to its end.
  *
  * @example
  * ```ts
@@ -97,6 +99,7 @@ export async function openCompletion(
   request: Record<string, unknown>,
   format: WireFormat,
   signal: AbortSignal,
+  pool?: ConnectionPool,
 ): Promise<BodyStream> {
   const path = format === "anthropic" ? target.spec.paths.messages : target.spec.paths.chat;
   if (path === undefined) {
@@ -117,7 +120,16 @@ export async function openCompletion(
   const where = `${target.spec.kind} ${url.host}`;
   if (url.protocol === "http:") {
     // Each piece is consumed before the next read (relay, usage, hash): no copy per piece.
-    const res = await http1Request({ method: "POST", url, headers, body, signal, transient: true });
+    // Keep-alive connections are reused across jobs when the caller keeps a pool.
+    const res = await http1Request({
+      method: "POST",
+      url,
+      headers,
+      body,
+      signal,
+      transient: true,
+      ...(pool ? { pool } : {}),
+    });
     if (res.status < 200 || res.status > 299) {
       const text = await res.text(ERROR_BODY_LIMIT).catch(() => "");
       res.close();

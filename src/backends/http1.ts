@@ -1,10 +1,13 @@
-// Minimal HTTP/1.1 client over a raw TCP socket: one streaming request per connection, for
-// plain-http local backends (coalesced reads instead of fetch's one JS chunk per HTTP chunk).
-// Owns framing, cancellation, and the backend_unreachable / internal error mapping; chunked
-// decoding itself is chunked.ts's.
+// Minimal HTTP/1.1 client over a raw TCP socket: streaming requests to plain-http local backends
+// (coalesced reads instead of fetch's one JS chunk per HTTP chunk), on a fresh connection or a
+// pooled keep-alive one (pool.ts). Owns framing, cancellation, when a connection may be reused
+// and when a request is retried, and the backend_unreachable / internal error mapping; head text
+// is http1_head.ts's, chunked decoding chunked.ts's.
 
 import { BackendError } from "../errors.ts";
 import { ChunkedDecoder } from "./chunked.ts";
+import { describe, encodeHead, type Framing, parseHead } from "./http1_head.ts";
+import { type ConnectionPool, type PooledConn, READ_BUFFER_SIZE } from "./pool.ts";
 
 /** One request to a plain-http backend. */
 export interface StreamRequest {
@@ -19,6 +22,8 @@ export interface StreamRequest {
    * relay). Default false: every piece is a fresh copy.
    */
   transient?: boolean;
+  /** Keep-alive connections to reuse and to put this one back into (default: none). */
+  pool?: ConnectionPool;
 }
 
 /** A response whose head has arrived; the body is read piece by piece. */
@@ -35,40 +40,25 @@ export interface StreamResponse {
   read(): Promise<Uint8Array | null>;
   /** Reads the rest of the body up to `limit` bytes (for error bodies), as text. */
   text(limit?: number): Promise<string>;
-  /** Closes the connection now (idempotent). */
+  /**
+   * Ends the response (idempotent): after its clean end, a pooled connection goes back to the
+   * pool (it already has); before it, the connection is closed now.
+   */
   close(): void;
 }
 
-/**
- * Read buffer of each response: 4 KiB (more only for a response head over 4 KiB). Small reads are
- * the cheaper relay: a burst coalesces ~2-3 deltas per read anyway, 256 paced jobs hold 1 MiB, and
- * the strings made from a piece stay small. With 16 KiB reads, the catch-up after a 5 s
- * coordinator stall (64 streams × 5000 deltas) peaked at 140-160 MiB RSS; with 4 KiB, 85-87 MiB,
- * the same as without a stall, at no CPU cost (deno task bench).
- */
-const BUFFER_SIZE = 4 * 1024;
 const HEAD_LIMIT = 64 * 1024;
 const TEXT_LIMIT = 64 * 1024;
-/** Header names the client sets itself; a caller-supplied one is a TypeError. */
-const OWNED = new Set([
-  "host",
-  "content-length",
-  "transfer-encoding",
-  "connection",
-  "accept-encoding",
-]);
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-/** IPv4 as the URL parser normalises it, or IPv6 (brackets already removed). */
-const STATUS_LINE = /^HTTP\/1\.\d (\d{3})(?: (.*))?$/;
-
 const CR = 13, LF = 10;
 
-type Framing = "chunked" | "length" | "close";
 type State = "open" | "done" | "closed" | "aborted" | "failed";
 
 /**
- * Sends one request on a fresh connection and resolves once the final response head has arrived.
+ * Sends one request and resolves once the final response head has arrived. Without a pool, on a
+ * fresh connection closed after the response (`Connection: close`). With one, on an idle
+ * keep-alive connection to the same host:port when there is one; a response read to its clean
+ * end puts its connection back. A request whose reused connection turns out closed before a
+ * single byte of response is sent once more on a fresh connection (docs/reliability.md).
  * Rejects with BackendError("backend_unreachable") when the backend cannot be reached or hangs up
  * before a complete head, BackendError("internal") for a malformed head, and `signal.reason` when
  * the signal aborts (the socket is closed at once, so the backend sees the disconnect).
@@ -89,40 +79,29 @@ type State = "open" | "done" | "closed" | "aborted" | "failed";
  * ```
  */
 export async function request(req: StreamRequest): Promise<StreamResponse> {
-  const { url, signal } = req;
+  const { url, signal, pool } = req;
   if (url.protocol !== "http:") throw new TypeError(`http1: only http: URLs, got ${url.protocol}`);
   const port = url.port === "" ? 80 : Number(url.port);
   const where = `${url.hostname}:${port}`;
-  const head = encodeHead(req, where);
+  const head = encodeHead(req.method, url, where, req.headers, req.body, pool !== undefined);
   signal.throwIfAborted();
+  const transient = req.transient === true;
+  const reused = pool?.take(where);
+  if (reused !== undefined) {
+    const res = new Http1Response(reused.conn, signal, where, transient, pool, reused);
+    try {
+      await res.start(head);
+      return res;
+    } catch (err) {
+      if (!res.retryable || signal.aborted) throw err;
+      pool!.stats.retried++;
+    }
+  }
   const conn = await connect(url.hostname.replace(/^\[(.*)\]$/, "$1"), port, where, signal);
-  const res = new Http1Response(conn, signal, where, req.transient === true);
+  const pc = pool?.adopt(conn, where);
+  const res = new Http1Response(conn, signal, where, transient, pool, pc);
   await res.start(head);
   return res;
-}
-
-/** Request line and headers (latin-1) followed by the body, in one buffer for one write. */
-function encodeHead(req: StreamRequest, where: string): Uint8Array {
-  let text = `${req.method} ${req.url.pathname}${req.url.search} HTTP/1.1\r\nHost: ${where}\r\n`;
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (!TOKEN.test(name)) {
-      throw new TypeError(`http1: invalid header name ${JSON.stringify(name)}`);
-    }
-    if (OWNED.has(name.toLowerCase())) {
-      throw new TypeError(`http1: header ${name} is set by the client`);
-    }
-    if (!FIELD_VALUE.test(value)) throw new TypeError(`http1: invalid value for header ${name}`);
-    text += `${name}: ${value}\r\n`;
-  }
-  const body = req.body;
-  if (body !== undefined || req.method === "POST") {
-    text += `Content-Length: ${body?.length ?? 0}\r\n`;
-  }
-  text += "Accept-Encoding: identity\r\nConnection: close\r\n\r\n";
-  const out = new Uint8Array(text.length + (body?.length ?? 0));
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-  if (body !== undefined) out.set(body, text.length);
-  return out;
 }
 
 /**
@@ -143,36 +122,26 @@ async function connect(
   }
 }
 
-/** Short, stable wording for socket errors. */
-function describe(err: unknown): string {
-  if (err instanceof Deno.errors.ConnectionRefused) return "connection refused";
-  if (err instanceof Deno.errors.ConnectionReset) return "connection reset";
-  if (err instanceof Deno.errors.ConnectionAborted) return "connection aborted";
-  if (err instanceof Deno.errors.TimedOut) return "connection timed out";
-  if (err instanceof Deno.errors.BrokenPipe) return "connection closed by the backend";
-  const message = err instanceof Error ? err.message : String(err);
-  if (/failed to lookup|Name or service not known|EAI_/i.test(message)) {
-    return `name not resolved (${message})`;
-  }
-  return message;
-}
-
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 8192));
-  }
-  return s;
-}
-
 class Http1Response implements StreamResponse {
   status = 0;
   statusText = "";
   headers = new Headers();
+  /** True when it failed before a single response byte on a reused connection. */
+  retryable = false;
   #conn: Deno.TcpConn;
   #signal: AbortSignal;
   #where: string;
-  #buf = new Uint8Array(BUFFER_SIZE);
+  #buf: Uint8Array;
+  #pool: ConnectionPool | undefined;
+  #pooled: PooledConn | undefined;
+  /** The read an idle pooled connection had pending: the first read of this response. */
+  #pending: Promise<number | null> | undefined;
+  #reused: boolean;
+  /** Response bytes received so far (head included). */
+  #received = 0;
+  #keepAlive = false;
+  #maxRequests: number | undefined;
+  #timeoutMs: number | undefined;
   /** Undecoded bytes left in #buf after the head: [#start, #end). */
   #start = 0;
   #end = 0;
@@ -187,11 +156,24 @@ class Http1Response implements StreamResponse {
 
   readonly #transient: boolean;
 
-  constructor(conn: Deno.TcpConn, signal: AbortSignal, where: string, transient: boolean) {
+  constructor(
+    conn: Deno.TcpConn,
+    signal: AbortSignal,
+    where: string,
+    transient: boolean,
+    pool: ConnectionPool | undefined,
+    pooled: PooledConn | undefined,
+  ) {
     this.#transient = transient;
     this.#conn = conn;
     this.#signal = signal;
     this.#where = where;
+    this.#pool = pool;
+    this.#pooled = pooled;
+    this.#reused = pooled?.pending !== undefined;
+    this.#pending = pooled?.pending;
+    this.#buf = pooled?.pending !== undefined ? pooled.buf : new Uint8Array(READ_BUFFER_SIZE);
+    if (pooled !== undefined) pooled.pending = undefined;
     if (signal.aborted) this.#finish("aborted");
     else signal.addEventListener("abort", this.#onAbort, { once: true });
   }
@@ -201,12 +183,22 @@ class Http1Response implements StreamResponse {
     try {
       for (let sent = 0; sent < head.length;) sent += await this.#conn.write(head.subarray(sent));
     } catch (err) {
+      // The request did not go out whole: the server cannot have acted on it.
+      this.retryable = this.#reused && this.#received === 0;
       throw this.#fail(this.#unreachable("sending the request", err));
     }
     for (;;) {
       const end = await this.#readHead();
       try {
-        this.#parseHead(this.#buf.subarray(this.#start, end));
+        const head = parseHead(this.#buf.subarray(this.#start, end), this.#where);
+        this.status = head.status;
+        this.statusText = head.statusText;
+        this.headers = head.headers;
+        this.#framing = head.framing;
+        this.#left = head.length;
+        this.#keepAlive = head.keepAlive;
+        this.#maxRequests = head.maxRequests;
+        this.#timeoutMs = head.timeoutMs;
       } catch (err) {
         throw this.#fail(err);
       }
@@ -215,10 +207,19 @@ class Http1Response implements StreamResponse {
       if (this.status === 101) {
         throw this.#fail(new BackendError("internal", `${this.#where}: unexpected 101 response`));
       }
-      this.headers = new Headers();
     }
-    this.#chooseFraming();
-    if (this.#framing === "length" && this.#left === 0) this.#finish("done");
+    if (this.#framing === "length" && this.#left === 0) {
+      if (this.#start < this.#end) this.#keepAlive = false; // bytes after an empty body
+      this.#finish("done");
+    }
+  }
+
+  /** The next socket read: the one an idle pooled connection left pending, first. */
+  #readSocket(into: Uint8Array): Promise<number | null> {
+    const pending = this.#pending;
+    if (pending === undefined) return this.#conn.read(into);
+    this.#pending = undefined;
+    return pending;
   }
 
   /** Reads until the buffer holds a complete head; returns the offset just past it. */
@@ -245,12 +246,15 @@ class Http1Response implements StreamResponse {
       if (this.#end === b.length) this.#grow(HEAD_LIMIT);
       let n: number | null;
       try {
-        n = await this.#conn.read(this.#buf.subarray(this.#end));
+        n = await this.#readSocket(this.#buf.subarray(this.#end));
       } catch (err) {
+        // Reset before any byte of a response on a reused connection: see request().
+        this.retryable = this.#reused && this.#received === 0 && this.#state === "open";
         throw this.#fail(this.#unreachable("waiting for the response head", err));
       }
       if (this.#state === "aborted") throw this.#signal.reason;
       if (n === null) {
+        this.retryable = this.#reused && this.#received === 0;
         throw this.#fail(
           new BackendError(
             "backend_unreachable",
@@ -259,51 +263,7 @@ class Http1Response implements StreamResponse {
         );
       }
       this.#end += n;
-    }
-  }
-
-  #parseHead(bytes: Uint8Array): void {
-    const lines = latin1(bytes).split("\n").map((l) => l.endsWith("\r") ? l.slice(0, -1) : l);
-    const status = STATUS_LINE.exec(lines[0] ?? "");
-    if (status === null || Number(status[1]) < 100) {
-      throw new BackendError("internal", `${this.#where}: malformed status line`);
-    }
-    this.status = Number(status[1]);
-    this.statusText = status[2] ?? "";
-    for (const line of lines.slice(1)) {
-      if (line === "") continue;
-      const colon = line.indexOf(":");
-      try {
-        if (colon <= 0) throw new TypeError("no header name");
-        this.headers.append(line.slice(0, colon), line.slice(colon + 1));
-      } catch (err) {
-        throw new BackendError("internal", `${this.#where}: malformed response header`, {
-          cause: err,
-        });
-      }
-    }
-  }
-
-  #chooseFraming(): void {
-    const te = this.headers.get("transfer-encoding");
-    const cl = this.headers.get("content-length");
-    if (this.status === 204 || this.status === 304) {
-      this.#framing = "length";
-    } else if (te !== null) {
-      if (te.trim().toLowerCase() !== "chunked") {
-        throw this.#fail(
-          new BackendError("internal", `${this.#where}: unsupported transfer-encoding ${te}`),
-        );
-      }
-      this.#framing = "chunked";
-    } else if (cl !== null) {
-      const values = new Set(cl.split(",").map((v) => v.trim()));
-      const [value] = values;
-      if (values.size !== 1 || !/^\d{1,15}$/.test(value ?? "")) {
-        throw this.#fail(new BackendError("internal", `${this.#where}: invalid content-length`));
-      }
-      this.#framing = "length";
-      this.#left = Number(value);
+      this.#received += n;
     }
   }
 
@@ -321,7 +281,7 @@ class Http1Response implements StreamResponse {
         }
         let n: number | null;
         try {
-          n = await this.#conn.read(this.#buf);
+          n = await this.#readSocket(this.#buf);
         } catch (err) {
           if (this.#state !== "open") return this.#ended();
           throw this.#fail(
@@ -346,6 +306,7 @@ class Http1Response implements StreamResponse {
         }
         this.#start = 0;
         this.#end = n;
+        this.#received += n;
       }
     } finally {
       this.#reading = false;
@@ -385,6 +346,8 @@ class Http1Response implements StreamResponse {
     if (this.#framing === "length") {
       const take = Math.min(this.#left, end - r);
       this.#left -= take;
+      // Bytes after the body: the server is out of step; the connection is not reused.
+      if (take < end - r) this.#keepAlive = false;
       if (this.#left === 0) this.#finish("done");
       return take === 0 ? null : this.#piece(r, r + take);
     }
@@ -395,7 +358,10 @@ class Http1Response implements StreamResponse {
       if (!(err instanceof SyntaxError)) throw err;
       throw this.#malformed(err.message);
     }
-    if (this.#chunked.done) this.#finish("done");
+    if (this.#chunked.done) {
+      if (this.#chunked.unread > 0) this.#keepAlive = false;
+      this.#finish("done");
+    }
     return w === 0 ? null : this.#piece(0, w);
   }
 
@@ -432,11 +398,22 @@ class Http1Response implements StreamResponse {
     return err;
   }
 
-  /** The one exit: closes the socket and drops the abort listener, once. */
+  /**
+   * The one exit, once: drops the abort listener, then puts the connection back into the pool
+   * when the response reached its clean end on a keep-alive connection with nothing after it;
+   * closes it otherwise (cancel, deadline, error, a body not read to its end).
+   */
   #finish(state: Exclude<State, "open">): void {
     if (this.#state !== "open") return;
     this.#state = state;
     this.#signal.removeEventListener("abort", this.#onAbort);
+    const pc = this.#pooled;
+    if (
+      state === "done" && pc !== undefined && this.#keepAlive && this.#pending === undefined
+    ) {
+      this.#pool!.release(pc, this.#maxRequests, this.#timeoutMs);
+      return;
+    }
     try {
       this.#conn.close();
     } catch {

@@ -342,7 +342,14 @@ export class Executor {
     const tried = new Set<number>();
     for (let r = route;;) {
       tried.add(r.backendIndex);
-      const opening = openCompletion(r.target, frame.modelId, frame.request, frame.format, signal);
+      const opening = openCompletion(
+        r.target,
+        frame.modelId,
+        frame.request,
+        frame.format,
+        signal,
+        this.#opts.pool,
+      );
       // A body that arrives after the job stopped is closed, never leaked.
       opening.then((b) => signal.aborted && b.close(), () => {});
       try {

@@ -3,6 +3,7 @@
 // job with its abort controller, byte count, stream hash and usage meter.
 
 import type { DiscoveryResult } from "../backends/discovery.ts";
+import type { ConnectionPool } from "../backends/pool.ts";
 import type { ErrorCode } from "../errors.ts";
 import * as wire from "../link/protocol.ts";
 import { streamHash } from "./digest.ts";
@@ -71,6 +72,8 @@ export interface ExecutorOptions {
   onBackendUnreachable?: (backendIndex: number, reason: string) => void;
   /** Called once per job that got a terminal frame or ended without one. */
   onFinished?: (job: FinishedJob) => void;
+  /** Keep-alive connections to plain-HTTP backends, reused across jobs (default: none). */
+  pool?: ConnectionPool;
   /** Outbound backlog (bytes) above which relays stop reading backends. Default 8 MiB. */
   highWater?: number;
   /** Backlog below which they resume. Default 2 MiB. */
