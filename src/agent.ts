@@ -8,11 +8,11 @@ import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./backends/di
 import type { PauseState } from "./ops/pause.ts";
 import { Earnings } from "./books/earnings.ts";
 import { Executor } from "./jobs/executor.ts";
-import { ConnectionPool } from "./backends/pool.ts";
 import type { FinishedJob } from "./jobs/job.ts";
-import { type Identity, saveProviderId } from "./identity/identity.ts";
+import type { Identity } from "./identity/identity.ts";
+import { persistProviderId } from "./identity/state_copy.ts";
 import { hasTerminal, Ledger } from "./books/ledger.ts";
-import { besideIdentity } from "./paths.ts";
+import { stateDirOf, stateFile } from "./paths.ts";
 import { log } from "./log.ts";
 import * as wire from "./link/protocol.ts";
 import { type Advert, Session, type SessionOptions, sleep } from "./link/session.ts";
@@ -61,13 +61,11 @@ export class Agent {
   readonly discovery: Discovery;
   readonly executor: Executor;
   readonly session: Session;
-  /** Signed receipts of every terminal frame (`receipts.jsonl` next to the identity file). */
+  /** Signed receipts of every terminal frame (`receipts.jsonl` in the state directory). */
   readonly ledger: Ledger;
-  /** Money counters (`earnings.json` next to the identity file); `summary()` for the status. */
+  /** Money counters (`earnings.json` in the state directory); `summary()` for the status. */
   readonly earnings: Earnings;
   readonly alerts: Alerts;
-  /** Keep-alive connections to plain-HTTP backends, reused across jobs; closed at shutdown. */
-  readonly backendPool = new ConnectionPool();
   /** vLLM queue lengths (PROTOCOL §5 extension), read about once a second. */
   readonly queues: QueueWatch;
   readonly startedAt = Date.now();
@@ -89,7 +87,6 @@ export class Agent {
     this.executor = new Executor({
       maxConcurrent: () => this.#config.limits.maxConcurrent,
       routes: () => this.discovery.current,
-      pool: this.backendPool,
       onBackendUnreachable: (index, reason) => {
         this.discovery.markDown(index, reason);
         this.#advertiseIfChanged();
@@ -105,7 +102,14 @@ export class Agent {
       ...(opts.caCerts ? { caCerts: opts.caCerts } : {}),
       identity: () => this.#identity,
       saveProviderId: async (id) => {
-        this.#identity = await saveProviderId(this.#identity, id);
+        const stateDir = stateDirOf(this.#config.identity);
+        const saved = await persistProviderId(this.#identity, id, stateDir);
+        this.#identity = saved.identity;
+        if (saved.where !== saved.identity.path) {
+          log.info("identity file not writable: provider_id kept in the state directory", {
+            path: saved.where,
+          });
+        }
       },
       enrollmentCode: opts.config.coordinator.enrollmentCode,
       executor: this.executor,
@@ -116,13 +120,13 @@ export class Agent {
       heartbeat: () => wire.heartbeat(this.stats.heartbeat(this.executor.inFlight)),
       ...opts.session,
     });
-    const keyPath = opts.config.identity.keyPath;
+    const state = opts.config.identity;
     this.ledger = new Ledger({
-      path: besideIdentity(keyPath, "receipts.jsonl"),
+      path: stateFile(state, "receipts.jsonl"),
       identity: () => this.#identity,
     });
     this.earnings = new Earnings({
-      path: besideIdentity(keyPath, "earnings.json"),
+      path: stateFile(state, "earnings.json"),
       ...(opts.earningsFlushMs !== undefined ? { flushMs: opts.earningsFlushMs } : {}),
     });
     this.alerts = new Alerts({
@@ -259,8 +263,11 @@ export class Agent {
       log.warn("coordinator.url changed: takes effect after a restart", {});
       next = { ...next, coordinator: prev.coordinator };
     }
-    if (next.identity.keyPath !== prev.identity.keyPath) {
-      log.warn("identity.key_path changed: takes effect after a restart", {});
+    if (
+      next.identity.keyPath !== prev.identity.keyPath ||
+      next.identity.stateDir !== prev.identity.stateDir
+    ) {
+      log.warn("identity.key_path or state_dir changed: takes effect after a restart", {});
       next = { ...next, identity: prev.identity };
     }
     this.#config = next;
@@ -297,7 +304,6 @@ export class Agent {
       await this.executor.idle();
     }
     this.#stopLoops.abort();
-    this.backendPool.close();
     await this.session.stop(1001, "agent shutting down");
     await Promise.all([this.ledger.close(), this.earnings.flush()]);
     log.info("stopped", {});

@@ -1,5 +1,12 @@
-// Where the agent's own files live beside the identity key (its state directory): the pid file
-// of a running agent and the host token `setup` receives. Paths only; no file access here.
+// Where the agent's own files live: its state directory (identity.state_dir / USEPOD_STATE_DIR,
+// else the identity key's directory) holds the pid file, the host token `setup` receives, the
+// receipts, earnings, pause state and, when the identity is read-only, the provider_id. Paths only.
+
+/**
+ * Where the state directory is: the identity key path alone (its directory), or with a
+ * configured `stateDir` (Config.identity has this shape).
+ */
+export type StatePlace = string | { keyPath: string; stateDir?: string | undefined };
 
 /**
  * The directory of `path` ("." for a bare name; `/` and `\` both separate).
@@ -28,8 +35,39 @@ export function besideIdentity(identityKeyPath: string, name: string): string {
 }
 
 /**
- * Where `run` keeps its pid file: `agent.pid` in the identity key's directory (writable by the
- * agent's user, and inside the systemd service's state dir).
+ * The state directory: `stateDir` when configured, else the identity key's directory.
+ *
+ * @example
+ * ```ts
+ * stateDirOf({ keyPath: "/etc/usepod/identity.key", stateDir: "/var/lib/usepod-agent" });
+ * // "/var/lib/usepod-agent"
+ * stateDirOf("/home/op/.usepod-agent/identity.key"); // "/home/op/.usepod-agent"
+ * ```
+ */
+export function stateDirOf(place: StatePlace): string {
+  if (typeof place !== "string" && place.stateDir !== undefined) return place.stateDir;
+  return dirOf(typeof place === "string" ? place : place.keyPath);
+}
+
+/**
+ * A file in the state directory.
+ *
+ * @example
+ * ```ts
+ * stateFile({ keyPath: "/etc/usepod/identity.key", stateDir: "/state" }, "receipts.jsonl");
+ * // "/state/receipts.jsonl"
+ * ```
+ */
+export function stateFile(place: StatePlace, name: string): string {
+  if (typeof place !== "string" && place.stateDir !== undefined) {
+    return `${place.stateDir.replace(/[\\/]+$/, "")}/${name}`;
+  }
+  return besideIdentity(typeof place === "string" ? place : place.keyPath, name);
+}
+
+/**
+ * Where `run` keeps its pid file: `agent.pid` in the state directory (by default the identity
+ * key's, writable by the agent's user and inside the systemd service's state dir).
  *
  * @example
  * ```ts
@@ -37,12 +75,12 @@ export function besideIdentity(identityKeyPath: string, name: string): string {
  * // "/var/lib/usepod-agent/.usepod-agent/agent.pid"
  * ```
  */
-export function pidFilePath(identityKeyPath: string): string {
-  return besideIdentity(identityKeyPath, "agent.pid");
+export function pidFilePath(place: StatePlace): string {
+  return stateFile(place, "agent.pid");
 }
 
 /**
- * Where `setup` keeps the coordinator's host token: `host_token` beside the identity key (mode
+ * Where `setup` keeps the coordinator's host token: `host_token` in the state directory (mode
  * 0600), never in agent.toml (which operators share when asking for help) and never in a log.
  *
  * @example
@@ -50,6 +88,6 @@ export function pidFilePath(identityKeyPath: string): string {
  * hostTokenPath("/home/op/.usepod-agent/identity.key"); // "/home/op/.usepod-agent/host_token"
  * ```
  */
-export function hostTokenPath(identityKeyPath: string): string {
-  return besideIdentity(identityKeyPath, "host_token");
+export function hostTokenPath(place: StatePlace): string {
+  return stateFile(place, "host_token");
 }

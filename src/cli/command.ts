@@ -1,8 +1,10 @@
 // What every command shares: the context the dispatcher hands it, the two errors it may throw
-// (one line and an exit code for the operator) and the config loading with its log settings.
-// Commands and the dispatcher (main.ts) both import it; it imports neither.
+// (one line and an exit code for the operator) and the config loading with its log settings:
+// flags > USEPOD_* environment > agent.toml (config/env.ts). Commands and the dispatcher
+// (main.ts) both import it; it imports neither.
 
-import { loadConfig } from "../config/config.ts";
+import type { Config } from "../config/config.ts";
+import { type ConfigSource, ENV_ONLY, loadMergedConfig } from "../config/env.ts";
 import { type Level, type LogFormat, setFormat, setLevel } from "../log.ts";
 
 /** A problem with what the operator typed or configured: exit 1 with one line. */
@@ -41,10 +43,37 @@ export interface CommandContext {
   out: (line: string) => void;
 }
 
-/** Loads the config and applies its log settings (the flag wins over the file). */
-export async function loadForCommand(ctx: CommandContext) {
-  const config = await loadConfig(ctx.configPath, { allowInsecure: ctx.allowInsecure });
-  setLevel(ctx.logLevel ?? config.observability.logLevel);
-  setFormat(ctx.logFormat ?? config.observability.logFormat);
-  return config;
+/**
+ * Loads the config (flags > environment > file) with where each value came from, and applies
+ * its log settings.
+ */
+export async function loadWithSources(
+  ctx: CommandContext,
+): Promise<{ config: Config; sources: ConfigSource[] }> {
+  const merged = await loadMergedConfig({
+    path: ctx.configPath,
+    allowInsecure: ctx.allowInsecure,
+    flags: { logLevel: ctx.logLevel, logFormat: ctx.logFormat },
+  });
+  setLevel(merged.config.observability.logLevel);
+  setFormat(merged.config.observability.logFormat);
+  return merged;
+}
+
+/** Loads the config (flags > environment > file) and applies its log settings. */
+export async function loadForCommand(ctx: CommandContext): Promise<Config> {
+  return (await loadWithSources(ctx)).config;
+}
+
+/**
+ * Reads the config again for a reload (SIGHUP): the same file as `current` (or the environment
+ * alone, as at start), the environment and flags on top; log settings are left as they are.
+ */
+export async function reloadConfig(ctx: CommandContext, current: Config): Promise<Config> {
+  const merged = await loadMergedConfig({
+    path: current.path === ENV_ONLY ? undefined : current.path,
+    allowInsecure: ctx.allowInsecure,
+    flags: { logLevel: ctx.logLevel, logFormat: ctx.logFormat },
+  });
+  return merged.config;
 }

@@ -3,10 +3,19 @@
 // (one line naming the problem), 2 an unexpected internal error. Larger commands load lazily.
 
 import { parseFlags } from "./args.ts";
-import { type CommandContext, ExitError, loadForCommand, UsageError } from "./command.ts";
+import {
+  type CommandContext,
+  ExitError,
+  loadForCommand,
+  loadWithSources,
+  UsageError,
+} from "./command.ts";
 import { ConfigError } from "../config/config.ts";
+import { formatSources } from "../config/env.ts";
 import { loadOrCreateIdentity } from "../identity/identity.ts";
 import { IdentityError } from "../identity/file.ts";
+import { withStateCopy } from "../identity/state_copy.ts";
+import { stateDirOf } from "../paths.ts";
 import { isLevel, type Level, log, setFormat, setLevel } from "../log.ts";
 import { AGENT_VERSION } from "../version.ts";
 
@@ -32,7 +41,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     run: async (ctx) => (await import("./run.ts")).runCommand(ctx),
   },
   validate: {
-    summary: "check agent.toml without touching the network",
+    summary: "check agent.toml and USEPOD_ variables offline; print each value and its source",
     usage: "usepod-agent validate [--config PATH]",
     run: validateCommand,
   },
@@ -109,7 +118,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       json: { type: "boolean", help: "print the receipts as stored (JSON lines)" },
       file: {
         type: "string",
-        help: "ledger to read (default: receipts.jsonl beside the identity)",
+        help: "ledger to read (default: receipts.jsonl in the state directory)",
       },
       pubkey: {
         type: "string",
@@ -273,19 +282,22 @@ export async function main(
 }
 
 async function validateCommand(ctx: CommandContext): Promise<number> {
-  const config = await loadForCommand(ctx);
+  const { config, sources } = await loadWithSources(ctx);
   const kinds = config.backends.map((b) => b.kind).join(", ") || "none";
   ctx.out(
     `ok: ${config.path}: coordinator ${config.coordinator.url}, ${config.backends.length} backend(s) (${kinds}), max_concurrent ${config.limits.maxConcurrent}`,
   );
+  for (const line of formatSources(sources)) ctx.out(line);
   return 0;
 }
 
 async function enrollCommand(ctx: CommandContext): Promise<number> {
   const config = await loadForCommand(ctx);
-  const { identity, created, warnings } = await loadOrCreateIdentity(config.identity.keyPath);
-  for (const w of warnings) log.warn(w);
-  if (created) log.info("identity created", { path: identity.path });
+  const loaded = await loadOrCreateIdentity(config.identity.keyPath);
+  for (const w of loaded.warnings) log.warn(w);
+  if (loaded.created) log.info("identity created", { path: loaded.identity.path });
+  const { identity, warning } = await withStateCopy(loaded.identity, stateDirOf(config.identity));
+  if (warning) log.warn(warning);
   ctx.out(`public key:      ${identity.publicKeyB64}`);
   ctx.out(`provider_id:     ${identity.providerId ?? "<not yet enrolled>"}`);
   const code = config.coordinator.enrollmentCode;

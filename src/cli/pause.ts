@@ -26,7 +26,7 @@ export async function pauseCommand(
   const model = typeof ctx.flags.model === "string" ? ctx.flags.model : undefined;
   if (model === "") throw new ExitError("--model: give a model id");
   const config = await loadForCommand(ctx);
-  const path = pauseFilePath(config.identity.keyPath);
+  const path = pauseFilePath(config.identity);
   const before = await readPauseState(path);
   let after: PauseState;
   try {

@@ -76,7 +76,7 @@ export async function findAgent(config: Config, opts: FindAgentOptions = {}): Pr
     if (r.pid !== undefined) return { pid: r.pid, via: `status server ${url}` };
     tried.push(`status server ${url}: ${r.why}`);
   }
-  const path = pidFilePath(config.identity.keyPath);
+  const path = pidFilePath(config.identity);
   const pid = await readLivePid(path);
   if (pid !== undefined) return { pid, via: `pid file ${path}` };
   tried.push(`pid file ${path}: no running agent holds it`);

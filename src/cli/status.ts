@@ -3,7 +3,8 @@
 // summary. Exit 0 authenticated, 1 running but not connected, 3 no agent answers.
 
 import { type CommandContext, UsageError } from "./command.ts";
-import { type Config, ConfigError, loadConfig } from "../config/config.ts";
+import { type Config, ConfigError } from "../config/config.ts";
+import { loadMergedConfig } from "../config/env.ts";
 import { splitHostPort } from "../config/fields.ts";
 import type { EarningsDoc, PeriodDoc } from "../status/earnings_doc.ts";
 import type { StatusDoc } from "../status/doc.ts";
@@ -127,7 +128,8 @@ function money(e: EarningsDoc): string[] {
 async function configFor(ctx: CommandContext): Promise<Config | undefined> {
   try {
     // Only the status address and token are read: a ws:// coordinator URL is no reason to refuse.
-    return await loadConfig(ctx.configPath, { allowInsecure: true });
+    // The environment counts (USEPOD_STATUS_ADDR, USEPOD_STATUS_TOKEN): a container's health check.
+    return (await loadMergedConfig({ path: ctx.configPath, allowInsecure: true })).config;
   } catch (err) {
     // With --addr and no config file at the default places, go on without a token.
     if (

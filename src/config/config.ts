@@ -1,6 +1,7 @@
 // agent.toml: loading, parsing and validation into a typed Config (PROTOCOL §9, plus the extensions
-// coordinator.ca_file, limits.drain_timeout_s, observability.log_format / status_token and the
-// [alerts] table). Lookup paths are in paths.ts, rendering for `setup` in render.ts, field readers in fields.ts.
+// coordinator.ca_file, identity.state_dir, limits.drain_timeout_s, observability.log_format /
+// status_token and the [alerts] table). Lookup paths are in paths.ts, finding the file in find.ts,
+// the environment's values in env.ts, rendering for `setup` in render.ts, field readers in fields.ts.
 
 import { parse, TomlError } from "smol-toml";
 import {
@@ -20,7 +21,8 @@ import {
   table,
   tomlKey,
 } from "./fields.ts";
-import { configCandidates, expandHome, homeOf, type PathOptions } from "./paths.ts";
+import { expandHome, homeOf, type PathOptions } from "./paths.ts";
+import { findConfigFile, noConfigFound } from "./find.ts";
 
 export { ConfigError } from "./fields.ts";
 import { isLevel, type Level, log, type LogFormat } from "../log.ts";
@@ -53,7 +55,8 @@ export interface Config {
   path: string;
   operator: { displayName?: string; wallet?: string; contactEmail?: string };
   coordinator: { url: string; enrollmentCode?: string; caFile?: string };
-  identity: { keyPath: string };
+  /** `stateDir` (identity.state_dir / USEPOD_STATE_DIR): where receipts, pause and pid live. */
+  identity: { keyPath: string; stateDir?: string };
   backends: BackendConfig[];
   pricing: {
     defaultInputPer1m: number;
@@ -90,7 +93,7 @@ const PRICE_KEYS = ["input_per_1m", "output_per_1m"];
 const TABLE_KEYS: Record<string, readonly string[]> = {
   operator: ["display_name", "wallet", "contact_email"],
   coordinator: ["url", "enrollment_code", "ca_file"],
-  identity: ["key_path"],
+  identity: ["key_path", "state_dir"],
   pricing: ["default_input_per_1m", "default_output_per_1m", "models"],
   limits: ["max_concurrent", "max_tokens_per_minute", "drain_timeout_s"],
   observability: ["prometheus_addr", "log_level", "log_format", "status_token"],
@@ -334,6 +337,18 @@ function readAlerts(doc: Table): Config["alerts"] {
   return { ...compact({ webhookUrl }), errorRateThreshold: threshold };
 }
 
+/** Parses agent.toml text into its TOML document; syntax errors name the line only. */
+export function parseToml(text: string, path: string): Table {
+  try {
+    return parse(text);
+  } catch (err) {
+    if (!(err instanceof TomlError)) throw err;
+    // Only the first line of smol-toml's message: the code excerpt after it may hold a secret.
+    const reason = (err.message.split("\n")[0] ?? "").replace(/^Invalid TOML document: /, "");
+    throw new ConfigError(`agent.toml line ${err.line}: ${reason}`, { file: path });
+  }
+}
+
 /**
  * Parses and validates agent.toml text (PROTOCOL §9). Unknown keys outside `[[backends]]`
  * are accepted with one warning naming them.
@@ -345,15 +360,19 @@ function readAlerts(doc: Table): Config["alerts"] {
  * ```
  */
 export function parseConfig(text: string, path: string, opts: ConfigOptions = {}): Config {
-  let doc: Table;
-  try {
-    doc = parse(text);
-  } catch (err) {
-    if (!(err instanceof TomlError)) throw err;
-    // Only the first line of smol-toml's message: the code excerpt after it may hold a secret.
-    const reason = (err.message.split("\n")[0] ?? "").replace(/^Invalid TOML document: /, "");
-    throw new ConfigError(`agent.toml line ${err.line}: ${reason}`, { file: path });
-  }
+  return configFromDoc(parseToml(text, path), path, opts);
+}
+
+/**
+ * Validates a parsed agent.toml document (a file's, or one the environment added to).
+ *
+ * @throws {ConfigError} naming the offending field.
+ * @example
+ * ```ts
+ * const cfg = configFromDoc(parseToml(text, "agent.toml"), "agent.toml");
+ * ```
+ */
+export function configFromDoc(doc: Table, path: string, opts: ConfigOptions = {}): Config {
   try {
     const unknown = unknownKeys(doc);
     if (unknown.length > 0) {
@@ -363,6 +382,7 @@ export function parseConfig(text: string, path: string, opts: ConfigOptions = {}
     const op = table(doc, "operator", "operator");
     const id = table(doc, "identity", "identity");
     const keyPath = str(id, "key_path", "identity.key_path", true) ?? DEFAULT_KEY_PATH;
+    const stateDir = str(id, "state_dir", "identity.state_dir", true);
     return {
       path,
       operator: compact({
@@ -371,7 +391,12 @@ export function parseConfig(text: string, path: string, opts: ConfigOptions = {}
         contactEmail: str(op, "contact_email", "operator.contact_email"),
       }),
       coordinator: readCoordinator(doc, opts, home),
-      identity: { keyPath: expandField(keyPath, "identity.key_path", home) },
+      identity: {
+        keyPath: expandField(keyPath, "identity.key_path", home),
+        ...(stateDir === undefined ? {} : {
+          stateDir: expandField(stateDir, "identity.state_dir", home).replace(/(.)\/+$/, "$1"),
+        }),
+      },
       backends: readBackends(doc),
       pricing: readPricing(doc),
       limits: readLimits(doc),
@@ -386,7 +411,7 @@ export function parseConfig(text: string, path: string, opts: ConfigOptions = {}
 
 /**
  * Reads and validates agent.toml from `path`, or from the first existing file of
- * {@link configCandidates} when `path` is undefined.
+ * the lookup order (paths.ts) when `path` is undefined.
  *
  * @throws {ConfigError} when no file is found (naming every path tried), unreadable, or invalid.
  * @example
@@ -398,29 +423,7 @@ export async function loadConfig(
   path: string | undefined,
   opts: ConfigOptions = {},
 ): Promise<Config> {
-  const tried = path === undefined ? configCandidates(opts) : [path];
-  for (const p of tried) {
-    let text: string;
-    try {
-      text = await Deno.readTextFile(p);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) {
-        if (path === undefined) continue;
-        throw new ConfigError(`config file not found: ${p}`, { file: p });
-      }
-      const why = err instanceof Error ? err.message : String(err);
-      throw new ConfigError(`cannot read config file ${p}: ${why}`, { cause: err, file: p });
-    }
-    return parseConfig(text, p, opts);
-  }
-  let cwd = ".";
-  try {
-    cwd = Deno.cwd();
-  } catch {
-    // no read permission for the cwd: the relative path is still meaningful
-  }
-  throw new ConfigError(
-    `no agent.toml found; tried ${tried.join(", ")} (working directory ${cwd}). ` +
-      "Run `usepod-agent setup` or pass --config <path>",
-  );
+  const found = await findConfigFile(path, opts);
+  if (found === undefined) throw noConfigFound(opts);
+  return parseConfig(found.text, found.path, opts);
 }

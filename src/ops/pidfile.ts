@@ -1,9 +1,9 @@
-// The running agent's pid file (`agent.pid` beside the identity key), held under an exclusive
+// The running agent's pid file (`agent.pid` in the state directory), held under an exclusive
 // advisory lock for the life of the process so a stale file is never mistaken for a live agent.
 // Written by `run`; read by `usepod-agent reload` when the status server does not answer.
 
 import { log } from "../log.ts";
-import { pidFilePath } from "../paths.ts";
+import { pidFilePath, type StatePlace } from "../paths.ts";
 
 /** A pid file this process holds; `release()` removes it. */
 export interface HeldPidFile {
@@ -91,19 +91,19 @@ async function readAll(file: Deno.FsFile): Promise<Uint8Array> {
 }
 
 /**
- * `run`'s pid file beside the identity key, or undefined (with a warning logged) when it cannot
+ * `run`'s pid file in the state directory, or undefined (with a warning logged) when it cannot
  * be held: another agent with the same identity holds it, or the directory is not writable.
  * Not used on Windows, which has no SIGHUP to send.
  *
  * @example
  * ```ts
- * const pidFile = await holdAgentPidFile(identity.path);
+ * const pidFile = await holdAgentPidFile(config.identity);
  * try { await agent.run(); } finally { pidFile?.release(); }
  * ```
  */
-export async function holdAgentPidFile(identityKeyPath: string): Promise<HeldPidFile | undefined> {
+export async function holdAgentPidFile(place: StatePlace): Promise<HeldPidFile | undefined> {
   if (Deno.build.os === "windows") return undefined;
-  const path = pidFilePath(identityKeyPath);
+  const path = pidFilePath(place);
   try {
     const held = await holdPidFile(path);
     if (held === undefined) {

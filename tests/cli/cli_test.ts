@@ -89,10 +89,13 @@ Deno.test("validate prints ok for a valid file", async () => {
     await Deno.writeTextFile(`${dir}/agent.toml`, validToml(dir));
     const r = await cli(dir, ["validate", "--config", `${dir}/agent.toml`]);
     assert.equal(r.code, 0, r.stderr);
+    const [first, ...rest] = r.stdout.trimEnd().split("\n");
     assert.equal(
-      r.stdout,
-      `ok: ${dir}/agent.toml: coordinator wss://api.usepod.ai/provider/connect, 1 backend(s) (vllm), max_concurrent 8\n`,
+      first,
+      `ok: ${dir}/agent.toml: coordinator wss://api.usepod.ai/provider/connect, 1 backend(s) (vllm), max_concurrent 8`,
     );
+    assert.match(rest.join("\n"), /^ {2}limits\.max_concurrent +8 +\(file\)$/m);
+    assert.match(rest.join("\n"), /^ {2}alerts\.error_rate_threshold +0\.5 +\(default\)$/m);
   });
 });
 

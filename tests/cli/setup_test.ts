@@ -178,7 +178,7 @@ Deno.test("the agent.toml setup writes passes `usepod-agent validate`", async ()
     assert.equal(await setup(rig.options()), 0);
     const r = await runCli(["validate", "--config", rig.configPath, "--allow-insecure"]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^ok: .*2 backend\(s\) \(vllm, ollama\), max_concurrent 4\n$/);
+    assert.match(r.stdout, /^ok: .*2 backend\(s\) \(vllm, ollama\), max_concurrent 4\n/);
   });
 });
 
