@@ -174,4 +174,12 @@ async function main(): Promise<number> {
   }
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  // The real-engine row (issue 12, scripts/bench/llama.ts) first: the JSON line stays last.
+  if (!Deno.args.includes("--profile")) {
+    const { llamaBenchLine } = await import("./bench/llama.ts");
+    const quick = Deno.args.includes("--quick");
+    console.log(await llamaBenchLine(quick ? { jobs: 4, tokens: 64 } : {}));
+  }
+  Deno.exit(await main());
+}

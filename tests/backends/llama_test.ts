@@ -160,7 +160,7 @@ llamaTest(
           typeof ((c.choices as Json[])[0]?.delta as Json | undefined)?.content === "string"
         );
         // One delta per token, except where llama.cpp holds back a partial UTF-8 character.
-      assert.ok(deltas.length > 12 && deltas.length <= 24, `${deltas.length} content deltas`);
+        assert.ok(deltas.length > 12 && deltas.length <= 24, `${deltas.length} content deltas`);
       });
     });
   },
@@ -170,7 +170,7 @@ llamaTest(
   "an Anthropic job after a prompt-cache hit bills the whole prompt, as OpenAI does",
   async () => {
     await withLlama({ slots: 1, ctx: 2048 }, async (llama) => {
-      await withAgent(llama, {}, async (_stack, s) => {
+      await withAgent(llama, {}, async (stack, s) => {
         const openai = await s.collect(s.sendJob({ model_id: llama.alias, request: chat(4) }));
         assert.equal(openai.terminal.type, "job_done");
         const prompt = (openai.terminal.tokens as Json).input as number;
@@ -204,6 +204,8 @@ llamaTest(
           input_tokens: prompt,
           output_tokens: 4,
         });
+        // Earnings (and receipts, from the same record) count the same prompt twice over.
+        assert.equal(stack.agent.earnings.summary().sinceStart.inputTokens, 2 * prompt);
       });
     });
   },
