@@ -127,6 +127,23 @@ Deno.test("error codes map to reasons, everything else to other; cancels and los
   assert.equal(t.topMissedReason, "other");
 });
 
+Deno.test("out_of_capacity from the backend's own capacity is missed as backend_busy", () => {
+  const e = new Earnings({ now: () => NOW });
+  e.record(job(), PRICE);
+  e.record(refused("out_of_capacity"), PRICE); // the agent's own limit, a drain or a pause
+  e.record(refused("out_of_capacity", { backendBusy: true }), PRICE); // its slots were full
+  e.record(refused("out_of_capacity", { backendBusy: true, admitted: true }), PRICE); // a 503
+  e.record(refused("internal", { backendBusy: true }), PRICE); // only out_of_capacity is busy
+  const t = e.summary(NOW).today;
+  assert.deepEqual(
+    [t.missedByReason.out_of_capacity.jobs, t.missedByReason.backend_busy.jobs],
+    [1, 2],
+  );
+  assert.equal(t.missedByReason.other.jobs, 1);
+  assert.equal(t.topMissedReason, "backend_busy");
+  assert.ok(t.missedByReason.backend_busy.microUsdc > 0, "priced like any missed job");
+});
+
 Deno.test("today is the UTC day, last7d the 7 UTC days ending today, older days drop out", () => {
   const e = new Earnings({ now: () => NOW });
   e.record(job({ finishedAt: NOW }), PRICE);
