@@ -211,6 +211,24 @@ llamaTest(
   },
 );
 
+llamaTest(
+  "a job asking stream: false is still streamed from llama-server and metered",
+  async () => {
+    await withLlama({ slots: 1, ctx: 2048 }, async (llama) => {
+      await withAgent(llama, {}, async (_stack, s) => {
+        const request = { ...chat(6), stream: false, stream_options: { include_usage: false } };
+        const r = await s.collect(s.sendJob({ model_id: llama.alias, request }));
+        assert.equal(r.terminal.type, "job_done", JSON.stringify(r.terminal));
+        const events = sseEvents(r.bytes);
+        assert.equal(events.at(-1)!.data, "[DONE]");
+        const usage = events.map((e) => e.data).filter((d) => d.includes('"usage"'));
+        assert.equal(usage.length, 1, "include_usage forced on");
+        assert.equal((r.terminal.tokens as Json).output, 6);
+      });
+    });
+  },
+);
+
 llamaTest("cancel mid-stream frees the slot within 1 s and sends no terminal frame", async () => {
   await withLlama({ slots: 1, ctx: 2048 }, async (llama) => {
     await withAgent(llama, {}, async (_stack, s) => {
