@@ -216,7 +216,7 @@ llamaTest(
   async () => {
     await withLlama({ slots: 1, ctx: 2048 }, async (llama) => {
       await withAgent(llama, {}, async (_stack, s) => {
-        const request = { ...chat(6), stream: false, stream_options: { include_usage: false } };
+        const request = { ...chat(6), stream: false, "stream_options": { "include_usage": false } };
         const r = await s.collect(s.sendJob({ model_id: llama.alias, request }));
         assert.equal(r.terminal.type, "job_done", JSON.stringify(r.terminal));
         const events = sseEvents(r.bytes);
