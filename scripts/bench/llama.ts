@@ -1,7 +1,7 @@
 // The bench row for a real engine (issue 12): the agent (a real process, release V8 flags)
 // relaying llama.cpp `llama-server` streams (one generation thread, tiny model) to the test
 // coordinator, beside direct clients (fetch, and the agent's raw HTTP/1.1 reader) reading the
-// same streams; CPU per token of each, from /proc. Runs alone: `deno run -A scripts/bench/llama.ts`.
+// same streams; CPU per token of each, from /proc. Alone: `deno run -A scripts/bench/llama.ts`.
 
 import { AGENT_V8_FLAGS } from "../build.ts";
 import { request as http1Request } from "../../src/backends/http1.ts";

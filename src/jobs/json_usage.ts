@@ -29,8 +29,9 @@ function objectAt(v: unknown): Record<string, unknown> | undefined {
  * @example
  * ```ts
  * const m = new JsonAnswerMeter("openai");
- * m.feed(new TextEncoder().encode('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}'));
- * m.finish(); // { input: 3, output: 2, reported: true, deltas: 0, completed: true, error: undefined }
+ * const usage = { prompt_tokens: 3, completion_tokens: 2 };
+ * m.feed(new TextEncoder().encode(JSON.stringify({ choices: [], usage })));
+ * m.finish(); // { input: 3, output: 2, reported: true, deltas: 0, completed: true, … }
  * ```
  */
 export class JsonAnswerMeter implements Meter {
