@@ -358,7 +358,8 @@ export class Executor {
         if (!(err instanceof BackendError) || err.code !== "backend_unreachable") throw err;
         this.#opts.onBackendUnreachable?.(r.backendIndex, err.message);
         const next = this.#opts.routes().byId.get(frame.modelId)?.routes.find((x) =>
-          !tried.has(x.backendIndex) && x.formats.includes(frame.format)
+          !tried.has(x.backendIndex) && x.formats.includes(frame.format) &&
+          (x.slots === undefined || (this.#perBackend.get(x.backendIndex) ?? 0) < x.slots)
         );
         if (!next || signal.aborted) throw err;
         log.info("backend unreachable: job moved to the next backend", {
