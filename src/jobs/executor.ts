@@ -281,6 +281,12 @@ export class Executor {
     } finally {
       clearTimeout(timer);
       body?.close();
+      // A cancel (or a lost link) that landed while the last read resolved still means no
+      // terminal frame: cancel() already answered true for this job.
+      const late = signal.aborted ? signal.reason : undefined;
+      if (late instanceof Stop && (late.kind === "cancelled" || late.kind === "disconnected")) {
+        outcome = late.kind;
+      }
       if (!signal.aborted) controller.abort(new Stop("cancelled")); // releases `stopped`
       this.#jobs.delete(job.jobId);
       bump(this.#perModel, job.model, -1);
