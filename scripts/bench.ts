@@ -1,14 +1,16 @@
-// `deno task bench` (issue 7): the agent as a real process between fake backends and the test
-// coordinator (each its own process, loopback only), against direct clients of the same backends;
-// a table with issue 7's targets and one JSON line. [--quick] [--runs N] [--rounds N] [--markdown]
-// [--profile burst|paced [--profile-dir DIR]]. The parts are in scripts/bench/.
+// `deno task bench` (issues 7, 13): the agent as a real process between fake backends and the test
+// coordinator (each its own process, loopback only), against direct clients of the same backends
+// and nginx relaying the same streams; a table with the targets and one JSON line. [--quick]
+// [--runs N] [--rounds N] [--markdown] [--per-job] [--profile burst|paced|job [--profile-dir DIR]].
+// The parts are in scripts/bench/.
 
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { loadOrCreateIdentity } from "../src/identity/identity.ts";
 import { clkTck, machineBusyMs, spawned } from "./bench/procs.ts";
+import { findNginx } from "./bench/nginx.ts";
 import { FIGURES, type Figures, markdown, medians, table, verdict } from "./bench/report.ts";
-import { FULL, profileRun, QUICK, runOnce } from "./bench/scenario.ts";
+import { FULL, perJobOnce, profileRun, QUICK, runOnce } from "./bench/scenario.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 /** A run starts once other processes use less than this many cores (or after QUIET_WAIT_MS). */
@@ -83,6 +85,7 @@ async function main(): Promise<number> {
       profile: { type: "string" },
       "profile-dir": { type: "string" },
       markdown: { type: "boolean" },
+      "per-job": { type: "boolean" },
     },
   });
   const sizes = { ...(values.quick ? QUICK : FULL) };
@@ -93,8 +96,8 @@ async function main(): Promise<number> {
   try {
     await loadOrCreateIdentity(`${dir}/identity.key`); // an existing key, as on a restart
     if (values.profile !== undefined) {
-      if (values.profile !== "burst" && values.profile !== "paced") {
-        console.error(`--profile wants burst or paced, got "${values.profile}"`);
+      if (!["burst", "paced", "job"].includes(values.profile)) {
+        console.error(`--profile wants burst, paced or job, got "${values.profile}"`);
         return 2;
       }
       const out = values["profile-dir"] ?? `${dir}/profile`;
@@ -117,7 +120,7 @@ async function main(): Promise<number> {
         );
       }
       const load = foreignLoad();
-      const r = await runOnce(sizes, dir, run);
+      const r = await (values["per-job"] ? perJobOnce : runOnce)(sizes, dir, run);
       r.f.foreignCores = load();
       failedAnywhere += r.f.failedJobs;
       notes.push(...r.notes);
@@ -138,9 +141,11 @@ async function main(): Promise<number> {
     const m = medians(perRun);
     m.failedJobs = perRun.reduce((n, r) => n + r.failedJobs, 0); // a sum, not a median
     const keys = Object.keys(FIGURES) as (keyof Figures)[];
+    const nginx = findNginx() !== undefined;
+    const only = values["per-job"] ? keys.filter((k) => k.startsWith("job")) : keys;
     const verdicts = Object.fromEntries(
-      keys.flatMap((k) => {
-        const v = verdict(k, m[k]);
+      only.flatMap((k) => {
+        const v = verdict(k, m[k], nginx);
         return v === undefined ? [] : [[k, v]];
       }),
     );
@@ -148,16 +153,19 @@ async function main(): Promise<number> {
     console.log(
       `usepod-agent relay benchmark at ${info.commit}: ${info.nproc} cores, ${info.cpu}, ` +
         `deno ${info.deno}` +
-        `${values.quick ? " (--quick: tiny sizes, figures not comparable)" : ""}`,
+        `${values.quick ? " (--quick: tiny sizes, figures not comparable)" : ""}` +
+        `${nginx ? "" : "; nginx not installed: its rows are left out"}`,
     );
-    console.log(table(m, runs));
+    console.log(table(m, runs, nginx, only));
     for (const n of notes) console.log(`note: ${n}`);
-    if (values.markdown) console.log("\n" + markdown(m));
+    if (values.markdown) console.log("\n" + markdown(m, nginx));
     const round = (v: number) => Number.isFinite(v) ? Math.round(v * 1000) / 1000 : null;
     const roundAll = (fs: Figures) => Object.fromEntries(keys.map((k) => [k, round(fs[k])]));
     console.log(JSON.stringify({
       bench: "usepod-agent relay",
       quick: values.quick === true,
+      perJobOnly: values["per-job"] === true,
+      nginx: nginx ? "installed" : "not installed",
       runs,
       machine: info,
       sizes,

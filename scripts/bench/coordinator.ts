@@ -31,6 +31,8 @@ interface Round {
   stamp: boolean;
   pending: number;
   done: () => void;
+  /** Sends the next job when one ends (rounds with a concurrency limit). */
+  next: () => void;
 }
 
 const coord = await TestCoordinator.start();
@@ -64,6 +66,7 @@ function hook(s: CoordSession): void {
       track.terminal = f;
       track.terminalAt = at;
       if (--round!.pending === 0) round!.done();
+      else round!.next();
     }
   };
 }
@@ -94,7 +97,10 @@ async function agent(cmd: Command): Promise<Record<string, unknown>> {
   };
 }
 
-/** Sends `jobs` jobs for `model` at once and waits for every terminal frame. */
+/**
+ * Sends `jobs` jobs for `model` at once (or `concurrency` at a time, the next as one ends) and
+ * waits for every terminal frame.
+ */
 async function runRound(cmd: Command): Promise<Record<string, unknown>> {
   const s = await session(cmd.n as number, 1000);
   const count = cmd.jobs as number;
@@ -103,8 +109,14 @@ async function runRound(cmd: Command): Promise<Record<string, unknown>> {
   const expectBytes = cmd.expectBytes as number | undefined;
   const timeoutMs = cmd.timeoutMs as number;
   const { promise: allDone, resolve } = Promise.withResolvers<void>();
-  const r: Round = { jobs: new Map(), stamp, pending: count, done: resolve };
   const ids = Array.from({ length: count }, () => crypto.randomUUID());
+  let sent = 0;
+  const send = () => {
+    if (sent < count) {
+      s.sendJob({ job_id: ids[sent++]!, model_id: cmd.model as string, deadline_ms: timeoutMs });
+    }
+  };
+  const r: Round = { jobs: new Map(), stamp, pending: count, done: resolve, next: send };
   for (const id of ids) {
     r.jobs.set(id, { data: [], arrivals: [], terminal: undefined, terminalAt: 0, extra: 0 });
   }
@@ -112,9 +124,8 @@ async function runRound(cmd: Command): Promise<Record<string, unknown>> {
   const straysBefore = strayFrames;
   const cpu0 = process.cpuUsage();
   const t0 = nowEpoch();
-  for (const id of ids) {
-    s.sendJob({ job_id: id, model_id: cmd.model as string, deadline_ms: timeoutMs });
-  }
+  const first = Math.min(count, Math.max(1, Number(cmd.concurrency ?? count) || count));
+  for (let i = 0; i < first; i++) send();
   let timedOut = false;
   try {
     await withTimeout(allDone, timeoutMs, "round");

@@ -49,7 +49,10 @@ async function viaHttp1(url: URL, model: string, stamp: boolean, signal: AbortSi
   return r;
 }
 
-/** Reads `streams` streams at once; times from the first request to the last byte. */
+/**
+ * Reads `streams` streams, all at once or `concurrency` at a time; times from the first request
+ * to the last byte.
+ */
 async function runRound(cmd: Command): Promise<Record<string, unknown>> {
   const url = new URL(`${cmd.url as string}/v1/chat/completions`);
   const model = cmd.model as string;
@@ -61,11 +64,27 @@ async function runRound(cmd: Command): Promise<Record<string, unknown>> {
   const signal = AbortSignal.timeout(cmd.timeoutMs as number);
   const cpu0 = process.cpuUsage();
   const t0 = nowEpoch();
-  const done = Array.from({ length: streams }, async () => {
+  // `streams` requests at once, or `concurrency` at a time, the next as one ends.
+  const width = Math.min(streams, Math.max(1, Number(cmd.concurrency ?? streams) || streams));
+  let started = 0;
+  const done: Promise<{ r: Received; at: number }>[] = [];
+  const one = async () => {
     const r = await read(url, model, stamp, signal);
     return { r, at: nowEpoch() };
-  });
-  const results = await withTimeout(Promise.allSettled(done), cmd.timeoutMs as number, "round");
+  };
+  const lane = async () => {
+    while (started < streams) {
+      const p = one();
+      done[started++] = p;
+      await p.catch(() => {});
+    }
+  };
+  await withTimeout(
+    Promise.all(Array.from({ length: width }, lane)),
+    cmd.timeoutMs as number,
+    "round",
+  ).catch(() => {});
+  const results = await Promise.allSettled(done);
   const t1 = Math.max(...results.map((x) => x.status === "fulfilled" ? x.value.at : NaN));
   const cpu1 = process.cpuUsage();
   const failures: string[] = [];

@@ -1,5 +1,5 @@
-// The benchmark's figures, issue 7's targets for them, and the output: medians over runs, a
-// table (figure, value, target, pass/fail) and the one JSON line with every figure and ratio.
+// The benchmark's figures, the targets of issues 7 and 13 for them, and the output: medians over
+// runs, a table (figure, value, target, pass/fail) and the one JSON line with every figure.
 
 import { median } from "./common.ts";
 
@@ -15,10 +15,40 @@ interface FigureSpec {
   min?: number;
   /** How the target reads in the table when it is the bench's own reading of the issue. */
   note?: string;
+  /** Measured through nginx: "nginx not installed" when it is not. */
+  nginx?: true;
 }
 
 export const FIGURES = {
-  burstAgentCpuUsPerDelta: { label: "burst: agent CPU per delta", unit: "µs", digits: 2, max: 4 },
+  jobAgentCpuUs: { label: "one-delta jobs: agent CPU per job", unit: "µs", digits: 1 },
+  jobNginxCpuUs: {
+    label: "one-delta jobs: nginx CPU per request",
+    unit: "µs",
+    digits: 1,
+    nginx: true,
+  },
+  jobCpuRatioVsNginx: {
+    label: "one-delta jobs: agent CPU ÷ nginx CPU",
+    unit: "×",
+    digits: 2,
+    max: 4,
+    nginx: true,
+  },
+  jobAgentMs: { label: "one-delta jobs: agent, wall time of the round", unit: "ms", digits: 1 },
+  burstAgentCpuUsPerDelta: { label: "burst: agent CPU per delta", unit: "µs", digits: 2 },
+  burstNginxCpuUsPerDelta: {
+    label: "burst: nginx CPU per delta",
+    unit: "µs",
+    digits: 2,
+    nginx: true,
+  },
+  burstCpuRatioVsNginx: {
+    label: "burst: agent CPU ÷ nginx CPU",
+    unit: "×",
+    digits: 2,
+    max: 5,
+    nginx: true,
+  },
   burstDirectCpuUsPerDelta: {
     label: "burst: direct fetch client CPU per delta",
     unit: "µs",
@@ -53,7 +83,20 @@ export const FIGURES = {
     digits: 2,
   },
   burstCoordCpuUsPerDelta: { label: "burst: coordinator CPU per delta", unit: "µs", digits: 2 },
-  pacedAgentCpuUsPerDelta: { label: "paced: agent CPU per delta", unit: "µs", digits: 2, max: 15 },
+  pacedAgentCpuUsPerDelta: { label: "paced: agent CPU per delta", unit: "µs", digits: 2 },
+  pacedNginxCpuUsPerDelta: {
+    label: "paced: nginx CPU per delta",
+    unit: "µs",
+    digits: 2,
+    nginx: true,
+  },
+  pacedCpuRatioVsNginx: {
+    label: "paced: agent CPU ÷ nginx CPU",
+    unit: "×",
+    digits: 2,
+    max: 1.5,
+    nginx: true,
+  },
   pacedDirectCpuUsPerDelta: {
     label: "paced: direct fetch client CPU per delta",
     unit: "µs",
@@ -80,7 +123,7 @@ export const FIGURES = {
   latencyAgentP99Ms: { label: "paced: backend write → coordinator, p99", unit: "ms", digits: 3 },
   latencyDirectP50Ms: { label: "paced: backend write → direct client, p50", unit: "ms", digits: 3 },
   latencyDirectP99Ms: { label: "paced: backend write → direct client, p99", unit: "ms", digits: 3 },
-  rssIdleMb: { label: "RSS idle after connect", unit: "MiB", digits: 1, max: 45 },
+  rssIdleMb: { label: "RSS idle after connect", unit: "MiB", digits: 1, max: 48 },
   rssBareDenoMb: { label: "RSS of a bare deno process, same machine", unit: "MiB", digits: 1 },
   rssPeakBurstMb: { label: "peak RSS during the burst rounds", unit: "MiB", digits: 1, max: 90 },
   rssPeakSlowMb: { label: "peak RSS, concurrent slow jobs", unit: "MiB", digits: 1, max: 120 },
@@ -149,10 +192,21 @@ export function medians(runs: readonly Figures[]): Figures {
   return out;
 }
 
-/** Pass (true), fail (false) or no target (undefined) for one figure. */
-export function verdict(key: FigureKey, value: number): boolean | undefined {
+/** The figures measured through nginx (NaN, and no verdict, when it is not installed). */
+export const NGINX_KEYS = (Object.keys(FIGURES) as FigureKey[]).filter((k) =>
+  (FIGURES[k] as FigureSpec).nginx === true
+);
+
+export const NO_NGINX = "nginx not installed";
+
+/**
+ * Pass (true), fail (false) or no target (undefined) for one figure; nginx's figures have no
+ * verdict when nginx is not installed.
+ */
+export function verdict(key: FigureKey, value: number, nginx = true): boolean | undefined {
   const spec: FigureSpec = FIGURES[key];
   if (spec.max === undefined && spec.min === undefined) return undefined;
+  if (spec.nginx && !nginx) return undefined;
   if (!Number.isFinite(value)) return false;
   return (spec.max === undefined || value <= spec.max) &&
     (spec.min === undefined || value >= spec.min);
@@ -166,15 +220,23 @@ function targetText(spec: FigureSpec): string {
 }
 
 /** The table: figure, value, target, pass/fail; targeted figures first. */
-export function table(values: Figures, runs: number): string {
-  const keys = Object.keys(FIGURES) as FigureKey[];
+export function table(
+  values: Figures,
+  runs: number,
+  nginx = true,
+  keys = Object.keys(FIGURES) as FigureKey[],
+): string {
   const rows = keys.map((key) => {
     const spec: FigureSpec = FIGURES[key];
     const v = values[key];
-    const pass = verdict(key, v);
+    const pass = verdict(key, v, nginx);
     return [
       spec.label,
-      Number.isFinite(v) ? `${v.toFixed(spec.digits)}${spec.unit ? " " + spec.unit : ""}` : "n/a",
+      spec.nginx && !nginx
+        ? NO_NGINX
+        : Number.isFinite(v)
+        ? `${v.toFixed(spec.digits)}${spec.unit ? " " + spec.unit : ""}`
+        : "n/a",
       targetText(spec),
       pass === undefined ? "" : pass ? "pass" : "FAIL",
     ];
@@ -186,14 +248,18 @@ export function table(values: Figures, runs: number): string {
 }
 
 /** The README's Markdown rendering of the same table. */
-export function markdown(values: Figures): string {
+export function markdown(values: Figures, nginx = true): string {
   const keys = Object.keys(FIGURES) as FigureKey[];
   const out = ["| figure | value | target | |", "|---|---|---|---|"];
   for (const key of keys) {
     const spec: FigureSpec = FIGURES[key];
     const v = values[key];
-    const pass = verdict(key, v);
-    const value = Number.isFinite(v) ? `${v.toFixed(spec.digits)} ${spec.unit}`.trim() : "n/a";
+    const pass = verdict(key, v, nginx);
+    const value = spec.nginx && !nginx
+      ? NO_NGINX
+      : Number.isFinite(v)
+      ? `${v.toFixed(spec.digits)} ${spec.unit}`.trim()
+      : "n/a";
     out.push(
       `| ${spec.label} | ${value} | ${targetText(spec)} | ${
         pass === undefined ? "" : pass ? "pass" : "**fail**"

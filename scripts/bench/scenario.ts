@@ -1,8 +1,10 @@
-// What one benchmark run does (issue 7's scenario, or --quick's tiny one): the burst, paced,
-// slow-jobs, start-up and slow-coordinator phases over fresh helpers and agents, turned into the
-// figures of report.ts; and --profile, the agent under --cpu-prof for one phase.
+// What one benchmark run does (issue 7's scenario, or --quick's tiny one): the one-delta-job,
+// burst, paced, slow-jobs, start-up and slow-coordinator phases over fresh helpers and agents, with
+// nginx relaying the same streams where it is installed (issue 13), turned into the figures of
+// report.ts; and --profile, the agent under --cpu-prof for one phase.
 
 import { median } from "./common.ts";
+import { findNginx, Nginx } from "./nginx.ts";
 import { type Child, PeakRss } from "./procs.ts";
 import { summarise } from "./profile.ts";
 import { StallProxy } from "./proxy.ts";
@@ -12,6 +14,8 @@ import {
   clockSkew,
   directRound,
   Fleet,
+  type Helpers,
+  MODELS,
   type RoundOut,
   type Sizes,
   startHelpers,
@@ -33,6 +37,8 @@ export const FULL: Sizes = {
   stallAfterBytes: 1024 * 1024,
   longDeltas: 5000,
   settleMs: 1000,
+  oneDeltaJobs: 512,
+  oneDeltaConcurrency: 16,
 };
 
 export const QUICK: Sizes = {
@@ -48,6 +54,8 @@ export const QUICK: Sizes = {
   stallAfterBytes: 4096,
   longDeltas: 500,
   settleMs: 200,
+  oneDeltaJobs: 32,
+  oneDeltaConcurrency: 8,
 };
 
 function say(line: string): void {
@@ -68,7 +76,71 @@ class Failures {
   }
 }
 
-/** One full run: fresh helpers and agents; every figure of issue 7. */
+/** nginx relaying `/<model>/` to each fake backend, or undefined when it is not installed. */
+async function startNginx(h: Helpers, dir: string): Promise<Nginx | undefined> {
+  const bin = findNginx();
+  if (bin === undefined) return undefined;
+  return await Nginx.start(bin, dir, Object.fromEntries(MODELS.map((m) => [m, h.backends[m].url])));
+}
+
+/**
+ * One-delta jobs, `oneDeltaConcurrency` at a time: through the agent (a warm-up round, then the
+ * counted one), then the same requests through nginx from the direct client (keep-alive fetch).
+ */
+async function oneDeltaJobs(
+  s: Sizes,
+  h: Helpers,
+  agent: Child,
+  n: number,
+  nginx: Nginx | undefined,
+  f: Figures,
+  fails: Failures,
+): Promise<void> {
+  say(`one-delta jobs: ${s.oneDeltaJobs}, ${s.oneDeltaConcurrency} at a time`);
+  const J = { concurrency: s.oneDeltaConcurrency };
+  const warm = Math.min(s.oneDeltaJobs, 64);
+  fails.add("one-delta warm-up agent", await agentRound(h, agent, n, "bench-job", warm, 1, J));
+  const a = await agentRound(h, agent, n, "bench-job", s.oneDeltaJobs, 1, J);
+  fails.add("one-delta agent", a);
+  f.jobAgentCpuUs = a.agentCpuUs / s.oneDeltaJobs;
+  f.jobAgentMs = a.ms;
+  if (nginx === undefined) return;
+  const N = { ...J, url: nginx.url("bench-job"), relayCpuUs: () => nginx.cpuUs() };
+  fails.add("one-delta warm-up nginx", await directRound(h, "bench-job", warm, 1, N));
+  const x = await directRound(h, "bench-job", s.oneDeltaJobs, 1, N);
+  fails.add("one-delta nginx", x);
+  f.jobNginxCpuUs = x.agentCpuUs / s.oneDeltaJobs;
+  f.jobCpuRatioVsNginx = f.jobAgentCpuUs / f.jobNginxCpuUs;
+}
+
+/** --per-job: the one-delta-job figures alone (fresh helpers, one agent, nginx). */
+export async function perJobOnce(
+  s: Sizes,
+  dir: string,
+  run: number,
+): Promise<{ f: Figures; notes: string[] }> {
+  const f = Object.fromEntries(Object.keys(FIGURES).map((k) => [k, NaN])) as Figures;
+  const fails = new Failures();
+  const h = await startHelpers(s);
+  const fleet = new Fleet(h, dir, run);
+  let nginx: Nginx | undefined;
+  try {
+    nginx = await startNginx(h, dir);
+    const { agent, n } = await fleet.start("agent", {});
+    await new Promise((r) => setTimeout(r, s.settleMs));
+    f.rssIdleMb = mib(agent.rssKb());
+    await oneDeltaJobs(s, h, agent, n, nginx, f, fails);
+    await fleet.retire(agent);
+    f.failedJobs = fails.count;
+    return { f, notes: [...fleet.notes, ...fails.lines.map((l) => `run ${run}: ${l}`)] };
+  } finally {
+    await Promise.all(fleet.all.map((a) => a.stop("SIGTERM", 10_000)));
+    await nginx?.stop();
+    await stopHelpers(h);
+  }
+}
+
+/** One full run: fresh helpers and agents; every figure of issues 7 and 13. */
 export async function runOnce(
   s: Sizes,
   dir: string,
@@ -79,14 +151,21 @@ export async function runOnce(
   const h = await startHelpers(s);
   const fleet = new Fleet(h, dir, run);
   let proxy: StallProxy | undefined;
+  let nginx: Nginx | undefined;
   try {
     f.clockSkewMs = await clockSkew(h);
+    nginx = await startNginx(h, dir);
+    const viaNginx = (model: (typeof MODELS)[number]) =>
+      nginx && { client: "http1", url: nginx.url(model), relayCpuUs: () => nginx!.cpuUs() };
 
     // 3 (idle RSS), 1 and 2 on the main agent: warn level, CPU probe preloaded.
     const { agent, n: main } = await fleet.start("agent", {});
     await new Promise((r) => setTimeout(r, s.settleMs));
     f.rssIdleMb = mib(agent.rssKb());
     f.rssBareDenoMb = await bareDenoRssMb();
+
+    // Issue 13: one-delta jobs, the per-job cost.
+    await oneDeltaJobs(s, h, agent, main, nginx, f, fails);
 
     // 1: burst; agent, direct fetch and direct raw HTTP/1.1 alternate after a warm-up of each.
     say(`run ${run}: burst ${s.burstJobs} × ${s.burstDeltas}, ${s.rounds} rounds each`);
@@ -98,6 +177,8 @@ export async function runOnce(
     const viaAgent: RoundOut[] = [];
     const viaDirect: RoundOut[] = [];
     const viaHttp1: RoundOut[] = [];
+    const viaNginxRounds: RoundOut[] = [];
+    const burstNginx = viaNginx("bench-burst");
     for (let i = 0; i <= s.rounds; i++) {
       const what = i === 0 ? "warm-up" : `round ${i}`;
       const a = await agentRound(h, agent, main, "bench-burst", B.jobs, B.deltas, { expectBytes });
@@ -109,10 +190,14 @@ export async function runOnce(
         client: "http1",
       });
       fails.add(`burst raw HTTP/1.1 ${what}`, r);
+      const x = burstNginx &&
+        await directRound(h, "bench-burst", B.jobs, B.deltas, { expectBytes, ...burstNginx });
+      if (x) fails.add(`burst nginx ${what}`, x);
       if (i === 0) continue;
       viaAgent.push(a);
       viaDirect.push(d);
       viaHttp1.push(r);
+      if (x) viaNginxRounds.push(x);
     }
     f.rssPeakBurstMb = mib(peakBurst.stop().peakKb);
     const deltas = s.rounds * B.jobs * B.deltas;
@@ -127,6 +212,10 @@ export async function runOnce(
     f.burstAgentCpuUsPerDelta = sum(viaAgent, (r) => r.agentCpuUs) / deltas;
     f.burstDirectCpuUsPerDelta = sum(viaDirect, (r) => r.cpuUs) / deltas;
     f.burstCpuRatioVsDirect = f.burstAgentCpuUsPerDelta / f.burstDirectCpuUsPerDelta;
+    if (burstNginx) {
+      f.burstNginxCpuUsPerDelta = sum(viaNginxRounds, (r) => r.agentCpuUs) / deltas;
+      f.burstCpuRatioVsNginx = f.burstAgentCpuUsPerDelta / f.burstNginxCpuUsPerDelta;
+    }
     f.burstCoordCpuUsPerDelta = sum(viaAgent, (r) => r.cpuUs) / deltas;
     f.burstDeltasPerFrame = deltas / sum(viaAgent, (r) => r.frames);
     const busy = (xs: RoundOut[]) => sum(xs, (r) => r.backendCpuUs) / 1000 / sum(xs, (r) => r.ms);
@@ -145,6 +234,13 @@ export async function runOnce(
     // The floor: the same paced streams read by the raw HTTP/1.1 client and nothing else.
     const pf = await directRound(h, "bench-paced", P.jobs, P.deltas, { ...P, client: "http1" });
     fails.add("paced raw HTTP/1.1 direct", pf);
+    const pacedNginx = viaNginx("bench-paced");
+    if (pacedNginx) {
+      const px = await directRound(h, "bench-paced", P.jobs, P.deltas, { ...P, ...pacedNginx });
+      fails.add("paced nginx", px);
+      f.pacedNginxCpuUsPerDelta = px.agentCpuUs / (P.jobs * P.deltas);
+      f.pacedCpuRatioVsNginx = pa.agentCpuUs / px.agentCpuUs;
+    }
     f.pacedAgentCpuUsPerDelta = pa.agentCpuUs / (P.jobs * P.deltas);
     f.pacedDirectCpuUsPerDelta = pd.cpuUs / (P.jobs * P.deltas);
     f.pacedFloorCpuUsPerDelta = pf.cpuUs / (P.jobs * P.deltas);
@@ -227,11 +323,12 @@ export async function runOnce(
   } finally {
     await Promise.all(fleet.all.map((a) => a.stop("SIGTERM", 10_000)));
     await proxy?.close();
+    await nginx?.stop();
     await stopHelpers(h);
   }
 }
 
-/** --profile: the main agent under --cpu-prof for the burst or the paced phase only. */
+/** --profile: the main agent under --cpu-prof for the burst, paced or one-delta-job phase only. */
 export async function profileRun(s: Sizes, dir: string, phase: string, out: string): Promise<void> {
   const h = await startHelpers(s);
   let agent: Child | undefined;
@@ -244,6 +341,9 @@ export async function profileRun(s: Sizes, dir: string, phase: string, out: stri
     if (phase === "paced") {
       const P = { delayMs: s.delayMs, timestamps: true };
       await agentRound(h, agent, 0, "bench-paced", s.pacedJobs, s.pacedDeltas, P);
+    } else if (phase === "job") {
+      const J = { concurrency: s.oneDeltaConcurrency };
+      for (let i = 0; i < 6; i++) await agentRound(h, agent, 0, "bench-job", s.oneDeltaJobs, 1, J);
     } else {
       for (let i = 0; i <= s.rounds; i++) {
         await agentRound(h, agent, 0, "bench-burst", s.burstJobs, s.burstDeltas);

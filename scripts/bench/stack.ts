@@ -11,7 +11,13 @@ const MAIN = `${ROOT}main.ts`;
 const FAKE = `${ROOT}tests/harness/fake_backend_main.ts`;
 const COORDINATOR = `${ROOT}scripts/bench/coordinator.ts`;
 const DIRECT = `${ROOT}scripts/bench/direct.ts`;
-export const MODELS = ["bench-burst", "bench-paced", "bench-slow", "bench-long"] as const;
+export const MODELS = [
+  "bench-burst",
+  "bench-paced",
+  "bench-slow",
+  "bench-long",
+  "bench-job",
+] as const;
 
 /** What one run does; FULL is issue 7's scenario, QUICK a smoke-test version of it. */
 export interface Sizes {
@@ -29,6 +35,9 @@ export interface Sizes {
   stallAfterBytes: number;
   longDeltas: number;
   settleMs: number;
+  /** One-delta jobs of the per-job round, and how many run at a time. */
+  oneDeltaJobs: number;
+  oneDeltaConcurrency: number;
 }
 
 export const READY_MS = 30_000;
@@ -66,6 +75,7 @@ export async function startHelpers(s: Sizes): Promise<Helpers> {
     "bench-paced": fake("bench-paced", s.pacedDeltas, [...paced, "--timestamps"]),
     "bench-slow": fake("bench-slow", s.slowDeltas, paced),
     "bench-long": fake("bench-long", s.longDeltas),
+    "bench-job": fake("bench-job", 1),
   };
   const coord = new Child("coordinator", { args: [COORDINATOR] });
   const direct = new Child("direct", { args: [DIRECT] });
@@ -156,7 +166,7 @@ export interface RoundOut {
   bytesMin: number;
   cpuUs: number;
   latency?: { p50: number; p99: number; n: number };
-  /** CPU µs of the agent (agent rounds) and of the backend, over the round. */
+  /** CPU µs of the agent (agent rounds) or of nginx (rounds through it), and of the backend. */
   agentCpuUs: number;
   backendCpuUs: number;
 }
@@ -179,7 +189,7 @@ export async function agentRound(
   model: (typeof MODELS)[number],
   jobs: number,
   deltas: number,
-  opts: { timestamps?: boolean; expectBytes?: number; delayMs?: number } = {},
+  opts: { timestamps?: boolean; expectBytes?: number; delayMs?: number; concurrency?: number } = {},
 ): Promise<RoundOut> {
   const backend = h.backends[model].child;
   const timeoutMs = timeoutFor(deltas, opts.delayMs ?? 0);
@@ -192,26 +202,44 @@ export async function agentRound(
     deltas,
     timestamps: opts.timestamps === true,
     ...(opts.expectBytes !== undefined ? { expectBytes: opts.expectBytes } : {}),
+    ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     timeoutMs,
   }, timeoutMs + 60_000);
   const [a1, b1] = await Promise.all([agent.cpuUs(), backend.cpuUs()]);
   return roundOut(r, a1 - a0, b1 - b0);
 }
 
-/** One round of `streams` direct reads of the same backend. */
+/** What a direct round reads through, and how. */
+export interface DirectOptions {
+  timestamps?: boolean;
+  expectBytes?: number;
+  delayMs?: number;
+  /** fetch (default), http1 (one connection per stream) or pool (the agent's pooled client). */
+  client?: string;
+  /** Read via this base URL (nginx) instead of the backend's own. */
+  url?: string;
+  /** At most this many streams at a time (default: all at once). */
+  concurrency?: number;
+  /** CPU µs of the relay in between (nginx's worker), read around the round. */
+  relayCpuUs?: () => number;
+}
+
+/** One round of `streams` direct reads of the same backend (or through nginx). */
 export async function directRound(
   h: Helpers,
   model: (typeof MODELS)[number],
   streams: number,
   deltas: number,
-  opts: { timestamps?: boolean; expectBytes?: number; delayMs?: number; client?: string } = {},
+  opts: DirectOptions = {},
 ): Promise<RoundOut> {
   const backend = h.backends[model].child;
   const timeoutMs = timeoutFor(deltas, opts.delayMs ?? 0);
   const b0 = await backend.cpuUs();
+  const r0 = opts.relayCpuUs?.() ?? 0;
   const r = await h.direct.request({
     cmd: "round",
-    url: h.backends[model].url,
+    url: opts.url ?? h.backends[model].url,
+    ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     model,
     streams,
     deltas,
@@ -220,8 +248,9 @@ export async function directRound(
     ...(opts.expectBytes !== undefined ? { expectBytes: opts.expectBytes } : {}),
     timeoutMs,
   }, timeoutMs + 60_000);
+  const r1 = opts.relayCpuUs?.() ?? 0;
   const b1 = await backend.cpuUs();
-  return roundOut(r, 0, b1 - b0);
+  return roundOut(r, r1 - r0, b1 - b0);
 }
 
 /** Bounds how far helpers' clocks can be from the bench's (stamps must fall in the window). */
