@@ -76,6 +76,9 @@ export async function runCommand(ctx: CommandContext): Promise<number> {
   const pidFile = await holdAgentPidFile(config.identity);
   try {
     await agent.run();
+    // run() ends when the drain stops the loops; the drain then still closes the ledger and
+    // flushes the earnings: wait for it, or the process exits before they are on disk.
+    await agent.shutdown();
   } finally {
     for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
     pidFile?.release();
