@@ -1,12 +1,15 @@
 // The running agent: wires config, identity, discovery, executor, stats, receipts, earnings,
-// alerts and the coordinator session, owns the background loops (session, rediscovery every
-// 60 s, earnings flush, alert checks), and implements graceful drain and config reload.
+// history, alerts and the coordinator session, owns the background loops (session, rediscovery
+// every 60 s, earnings and history flush, alert checks), and implements graceful drain and
+// config reload.
 
 import { Alerts, type AlertsOptions } from "./ops/alerts.ts";
 import type { Config } from "./config/config.ts";
 import { adsKey, Discovery, type DiscoveryOptions, priceOf } from "./backends/discovery.ts";
 import type { PauseState } from "./ops/pause.ts";
 import { Earnings } from "./books/earnings.ts";
+import { History } from "./books/history.ts";
+import { MoneyCounters } from "./books/money_counters.ts";
 import { Executor } from "./jobs/executor.ts";
 import type { FinishedJob } from "./jobs/job.ts";
 import type { Identity } from "./identity/identity.ts";
@@ -65,6 +68,10 @@ export class Agent {
   readonly ledger: Ledger;
   /** Money counters (`earnings.json` in the state directory); `summary()` for the status. */
   readonly earnings: Earnings;
+  /** Earnings per hour and tokens per second for the page's charts (`history.json`). */
+  readonly history: History;
+  /** Earned and missed USDC since start by the stats' model labels, for /metrics. */
+  readonly money = new MoneyCounters();
   readonly alerts: Alerts;
   /** vLLM queue lengths (PROTOCOL §5 extension), read about once a second. */
   readonly queues: QueueWatch;
@@ -129,6 +136,10 @@ export class Agent {
       path: stateFile(state, "earnings.json"),
       ...(opts.earningsFlushMs !== undefined ? { flushMs: opts.earningsFlushMs } : {}),
     });
+    this.history = new History({
+      path: stateFile(state, "history.json"),
+      ...(opts.earningsFlushMs !== undefined ? { flushMs: opts.earningsFlushMs } : {}),
+    });
     this.alerts = new Alerts({
       config: () => this.#config.alerts,
       agent: () => ({ pubkey: this.#identity.publicKeyB64, providerId: this.#identity.providerId }),
@@ -145,7 +156,12 @@ export class Agent {
     if (hasTerminal(job)) this.ledger.appendJob(job, price);
     // Money per model under the stats' label: models not advertised share `(unadvertised)`.
     const label = this.stats.label(job.model);
-    this.earnings.record(label === job.model ? job : { ...job, model: label }, price);
+    const counted = this.earnings.record(
+      label === job.model ? job : { ...job, model: label },
+      price,
+    );
+    this.money.add(label, counted);
+    this.history.record(job, counted?.earnedMicroUsdc ?? 0);
     this.alerts.jobFinished(job);
   }
 
@@ -192,6 +208,7 @@ export class Agent {
       this.session.run(),
       this.#rediscoverLoop(),
       this.earnings.run(stop),
+      this.history.run(stop),
       this.alerts.run(stop),
       this.queues.run(stop),
     ]);
@@ -305,7 +322,7 @@ export class Agent {
     }
     this.#stopLoops.abort();
     await this.session.stop(1001, "agent shutting down");
-    await Promise.all([this.ledger.close(), this.earnings.flush()]);
+    await Promise.all([this.ledger.close(), this.earnings.flush(), this.history.flush()]);
     log.info("stopped", {});
   }
 }

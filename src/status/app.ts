@@ -1,6 +1,7 @@
-// The local status server's Hono app (issue 3): GET /status, /healthz, /metrics and the page at /,
-// behind a Host check (DNS rebinding), an optional bearer token and a GET-only rule; no CORS.
-// Reads the agent through a StatusSource and never changes it. Served by src/status/server.ts.
+// The local status server's Hono app (issue 3): GET /status, /healthz, /metrics, the page at /
+// and its charts at /charts, behind a Host check (DNS rebinding), an optional bearer token and a
+// GET-only rule; no CORS. Reads the agent through a StatusSource and never changes it. Served by
+// src/status/server.ts.
 
 import { Hono } from "hono";
 import { log } from "../log.ts";
@@ -95,7 +96,8 @@ export function createStatusApp(source: StatusSource, opts: StatusAppOptions): H
   const app = new Hono();
   const token = opts.token;
   const tokenHash = token === undefined ? undefined : sha256(token);
-  let page: Promise<{ html: string; csp: string }> | undefined;
+  let page: Promise<typeof import("./page.ts")> | undefined;
+  let shell: Promise<{ html: (charts: string) => string; csp: string }> | undefined;
 
   const json = (body: unknown, status: number, extra: Record<string, string> = {}) =>
     new Response(redact(JSON.stringify(body), source.secrets()), {
@@ -138,16 +140,19 @@ export function createStatusApp(source: StatusSource, opts: StatusAppOptions): H
   });
 
   app.get("/metrics", () => {
-    const text = renderMetrics(source.status(), source.histograms());
+    const text = renderMetrics(source.status(), source.histograms(), source.metricsFacts?.());
     return new Response(redact(text, source.secrets()), {
       headers: { "content-type": METRICS_CONTENT_TYPE, ...COMMON_HEADERS },
     });
   });
 
+  // The page and its charts load with the first request for either (a compiled binary keeps them).
   app.get("/", async () => {
-    page ??= import("./page.ts").then((m) => m.statusPage());
-    const { html, csp } = await page;
-    return new Response(html, {
+    page ??= import("./page.ts");
+    const m = await page;
+    shell ??= m.statusPage();
+    const { html, csp } = await shell;
+    return new Response(redact(html(m.chartsSection(source.history?.())), source.secrets()), {
       headers: {
         "content-type": "text/html; charset=utf-8",
         "content-security-policy": csp,
@@ -155,6 +160,15 @@ export function createStatusApp(source: StatusSource, opts: StatusAppOptions): H
         "x-frame-options": "DENY",
         ...COMMON_HEADERS,
       },
+    });
+  });
+
+  // The charts alone, for the page's script to refresh them in place.
+  app.get("/charts", async () => {
+    page ??= import("./page.ts");
+    const m = await page;
+    return new Response(redact(m.chartsSection(source.history?.()), source.secrets()), {
+      headers: { "content-type": "text/html; charset=utf-8", ...COMMON_HEADERS },
     });
   });
 

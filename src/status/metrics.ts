@@ -1,9 +1,11 @@
 // GET /metrics: the Prometheus text exposition format (0.0.4) written from a status snapshot
 // and the per-model histograms of stats.ts: jobs by model and outcome, tokens, jobs in flight,
-// connection state, reconnects, backend up/down and latency, time to first chunk and duration.
+// connection state, reconnects, backend up/down and latency, time to first chunk and duration;
+// then the fleet families of fleet_metrics.ts (money, build info, times, slots, failed writes).
 
 import type { Histogram, ModelHistograms } from "../jobs/stats.ts";
 import type { StatusDoc } from "./doc.ts";
+import { fleetMetrics, type MetricsFacts } from "./fleet_metrics.ts";
 
 /** Content-Type of the text exposition format. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -72,6 +74,7 @@ class Exposition {
 export function renderMetrics(
   doc: StatusDoc,
   histograms: ReadonlyMap<string, ModelHistograms>,
+  facts?: MetricsFacts,
 ): string {
   const e = new Exposition();
   const p = "usepod_agent";
@@ -134,6 +137,7 @@ export function renderMetrics(
     "Time from job receipt to the end of its stream, by model.",
   );
   for (const [model, h] of sorted) e.histogram(`${p}_job_duration_seconds`, { model }, h.duration);
+  fleetMetrics(e, doc, facts);
   return e.text();
 }
 

@@ -1,6 +1,7 @@
 // The operator's status page served at GET /: one self-contained HTML document (inline CSS and
 // JS, no external assets, embedded here so it works in a compiled binary or a bundle) that
-// fetches /status every 2 s and draws connection, money, backends, models, jobs and earnings.
+// fetches /status every 2 s and draws connection, money, backends, models, jobs and earnings;
+// the charts (charts.ts) are drawn by the server into each page and refreshed from /charts.
 
 const STYLE = `
 :root { color-scheme: light dark; --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; --dim: #6e7781; }
@@ -21,6 +22,15 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-size: 12px; }
 #error { display: none; padding: .5rem .9rem; border-radius: .5rem; background: #cf222e22; border: 1px solid var(--bad); }
 #error.shown { display: block; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+.charts figure { margin: 0; }
+.charts figcaption { font-weight: 600; margin-bottom: .25rem; }
+.chart { max-width: 100%; height: auto; }
+.chart .axis { stroke: #8888; stroke-width: 1; }
+.chart .tick { fill: var(--dim); font-size: 11px; }
+.chart .bar { fill: var(--ok); }
+.chart .line { stroke: #0969da; stroke-width: 1.5; }
+.chart .dot { fill: #0969da; }
 `;
 
 const SCRIPT = `
@@ -147,7 +157,21 @@ async function refresh() {
   }
 }
 refresh();
+
+async function refreshCharts() {
+  try {
+    const res = await fetch("/charts", { cache: "no-store" });
+    if (res.ok) $("charts").outerHTML = await res.text();
+  } catch {
+    // the /status refresh reports an agent that does not answer
+  } finally {
+    setTimeout(refreshCharts, 15000);
+  }
+}
+setTimeout(refreshCharts, 15000);
 `;
+
+const CHARTS_SLOT = "<!-- charts -->";
 
 const BODY = `<!doctype html>
 <html lang="en">
@@ -165,6 +189,8 @@ const BODY = `<!doctype html>
 <div class="cards" id="cards"></div>
 <h2>Money <span class="dim">(USDC at the advertised prices; missed: what refused or failed jobs would have brought)</span></h2>
 <table><thead><tr><th>period</th><th class="n">jobs</th><th class="n">tokens in / out</th><th class="n">earned</th><th class="n">missed</th><th class="n">missed jobs</th><th>top missed reason</th></tr></thead><tbody id="money"></tbody></table>
+<h2>History <span class="dim">(kept across restarts; hover for values)</span></h2>
+${CHARTS_SLOT}
 <h2>Backends</h2>
 <table><thead><tr><th>kind</th><th>url</th><th>health</th><th class="n">latency</th><th class="n">slots in use</th><th>models</th><th>last error</th></tr></thead><tbody id="backends"></tbody></table>
 <h2>Models <span class="dim">(prices in USDC per million tokens)</span></h2>
@@ -186,17 +212,21 @@ async function hash(text: string): Promise<string> {
   return `'sha256-${new Uint8Array(digest).toBase64()}'`;
 }
 
+export { chartsSection } from "./charts.ts";
+
 /**
- * The page and its Content-Security-Policy, which allows exactly its own inline script and style
- * (by hash) and fetches to its own origin.
+ * The page (with the charts section given, see {@link chartsSection}) and its
+ * Content-Security-Policy, which allows exactly its own inline script and style (by hash) and
+ * fetches to its own origin.
  *
  * @example
  * ```ts
  * const { html, csp } = await statusPage();
- * return new Response(html, { headers: { "content-security-policy": csp } });
+ * const page = html(chartsSection(agent.history.series()));
+ * return new Response(page, { headers: { "content-security-policy": csp } });
  * ```
  */
-export async function statusPage(): Promise<{ html: string; csp: string }> {
+export async function statusPage(): Promise<{ html: (charts: string) => string; csp: string }> {
   const [script, style] = await Promise.all([hash(SCRIPT), hash(STYLE)]);
   const csp = [
     "default-src 'none'",
@@ -208,5 +238,6 @@ export async function statusPage(): Promise<{ html: string; csp: string }> {
     "form-action 'none'",
     "frame-ancestors 'none'",
   ].join("; ");
-  return { html: BODY, csp };
+  const [head, tail] = BODY.split(CHARTS_SLOT) as [string, string];
+  return { html: (charts) => head + charts + tail, csp };
 }

@@ -6,6 +6,8 @@ import type { Agent } from "../agent.ts";
 import type { Config } from "../config/config.ts";
 import { priceOf } from "../backends/discovery.ts";
 import type { ModelHistograms } from "../jobs/stats.ts";
+import type { HistorySeries } from "../books/history.ts";
+import type { MetricsFacts } from "./fleet_metrics.ts";
 import { AGENT_NAME, AGENT_VERSION } from "../version.ts";
 import type { ModelCountersDoc, StatusDoc } from "./doc.ts";
 import { earningsDoc } from "./earnings_doc.ts";
@@ -25,6 +27,10 @@ export interface StatusSource {
   status(): StatusDoc;
   /** Per-model histograms (time to first chunk, duration) for /metrics. */
   histograms(): ReadonlyMap<string, ModelHistograms>;
+  /** Money by model label and failed writes, for /metrics (a test source may leave it out). */
+  metricsFacts?(): MetricsFacts;
+  /** Earnings per hour and tokens per second, for the page's charts (may be left out). */
+  history?(): HistorySeries;
   /** Secret values (API keys, enrollment code, status token) to scrub from any output. */
   secrets(): string[];
 }
@@ -139,6 +145,16 @@ export function agentSource(
   return {
     status: () => agentStatus(agent, now(), pid),
     histograms: () => agent.stats.histograms,
+    metricsFacts: () => ({
+      money: agent.money.byLabel,
+      writeFailures: {
+        receipts: agent.ledger.writeFailures,
+        earnings: agent.earnings.writeFailures,
+        history: agent.history.writeFailures,
+      },
+      receiptsLost: agent.ledger.lost,
+    }),
+    history: () => agent.history.series(now()),
     secrets: () => configSecrets(agent.config, env),
   };
 }

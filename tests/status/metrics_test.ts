@@ -1,6 +1,8 @@
 // GET /metrics (issue 3): the exposition written by src/status/metrics.ts read back by an
 // independent Prometheus text-format parser (parse-prometheus-text-format): every family, label
-// escaping, cumulative histogram buckets; and the histograms stats.ts keeps per model.
+// escaping, cumulative histogram buckets; and the histograms stats.ts keeps per model. The fleet
+// families (issue 15: money, build info, times, slots per backend, failed writes), and
+// `promtool check metrics` on a real agent's /metrics.
 
 import assert from "node:assert/strict";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
@@ -9,6 +11,14 @@ import { createStatusApp } from "../../src/status/app.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "../../src/status/metrics.ts";
 import type { StatusDoc } from "../../src/status/snapshot.ts";
 import { DURATION_BOUNDS, FIRST_CHUNK_BOUNDS, Histogram, Stats } from "../../src/jobs/stats.ts";
+import { zero } from "../../src/books/money_counters.ts";
+import { MISS_REASONS } from "../../src/books/earnings.ts";
+import { startStatusServer } from "../../src/status/server.ts";
+import { agentSource } from "../../src/status/snapshot.ts";
+import { withSession } from "../harness/stack.ts";
+import { needs, promtool } from "../harness/prometheus.ts";
+
+const MODEL = "meta-llama/Llama-3.3-70B-Instruct";
 
 interface Sample {
   value?: string;
@@ -81,6 +91,9 @@ function doc(stats: Stats): StatusDoc {
         "last_error": null,
         "models": ["m1"],
         "checked_at": null,
+        "slots_in_use": 2,
+        "slots": 4,
+        "queue_waiting": null,
       },
       {
         "index": 1,
@@ -91,6 +104,9 @@ function doc(stats: Stats): StatusDoc {
         "last_error": "unreachable",
         "models": [],
         "checked_at": null,
+        "slots_in_use": 0,
+        "slots": null,
+        "queue_waiting": 3,
       },
     ],
     "models": [{
@@ -187,6 +203,14 @@ Deno.test("the exposition parses with an independent parser and carries every fa
     "usepod_agent_backend_latency_seconds": "GAUGE",
     "usepod_agent_time_to_first_chunk_seconds": "HISTOGRAM",
     "usepod_agent_job_duration_seconds": "HISTOGRAM",
+    "usepod_agent_build_info": "GAUGE",
+    "usepod_agent_connection_state_change_time_seconds": "GAUGE",
+    "usepod_agent_last_auth_time_seconds": "GAUGE",
+    "usepod_agent_connection_failures": "GAUGE",
+    "usepod_agent_last_job_time_seconds": "GAUGE",
+    "usepod_agent_backend_slots_in_use": "GAUGE",
+    "usepod_agent_backend_slots": "GAUGE",
+    "usepod_agent_backend_queue_waiting": "GAUGE",
   });
   const jobs = family(families, "usepod_agent_jobs_total").metrics
     .filter((s) => s.labels?.model === "m1")
@@ -298,4 +322,120 @@ Deno.test("a histogram puts a value equal to a bound into that bound's bucket", 
   for (const v of [0.1, 0.10001, 1, 7]) h.observe(v);
   assert.deepEqual(h.counts, [1, 2, 1]);
   assert.equal(h.count, 4);
+});
+
+Deno.test("money, build info, times and slots per backend are in base units with bounded labels", () => {
+  const stats = fedStats();
+  const money = new Map([["m1", zero()], ["(unadvertised)", zero()]]);
+  money.get("m1")!.earnedMicroUsdc = 1_500_000;
+  money.get("m1")!.missedMicroUsdc.backend_timeout = 250_000;
+  money.get("(unadvertised)")!.missedMicroUsdc.model_not_loaded = 12;
+  const d = doc(stats);
+  d.coordinator.last_auth_at = "2026-01-02T03:04:05.500Z";
+  d.recent_jobs = [{
+    "job_id": "j",
+    "model": "m1",
+    "backend": "vllm",
+    "outcome": "job_done",
+    "message": null,
+    "input_tokens": 1,
+    "output_tokens": 2,
+    "duration_ms": 3,
+    "first_chunk_ms": 1,
+    "bytes": 4,
+    "finished_at": "2026-01-02T03:04:06.000Z",
+  }];
+  const families = parse(renderMetrics(d, stats.histograms, {
+    money,
+    writeFailures: { receipts: 2, earnings: 1, history: 0 },
+    receiptsLost: 7,
+  }));
+  const values = (name: string) =>
+    family(families, name).metrics.map((s) => [s.labels ?? {}, Number(s.value)] as const);
+  assert.equal(family(families, "usepod_agent_earned_usdc_total").type, "COUNTER");
+  assert.deepEqual(values("usepod_agent_earned_usdc_total"), [
+    [{ model: "(unadvertised)" }, 0],
+    [{ model: "m1" }, 1.5],
+  ]);
+  const missed = values("usepod_agent_missed_usdc_total");
+  // Every reason of every label, from 0; the amounts in USDC.
+  assert.equal(missed.length, 2 * MISS_REASONS.length);
+  assert.deepEqual(
+    missed.filter(([, v]) => v > 0),
+    [
+      [{ model: "(unadvertised)", reason: "model_not_loaded" }, 0.000012],
+      [{ model: "m1", reason: "backend_timeout" }, 0.25],
+    ],
+  );
+  assert.deepEqual(values("usepod_agent_build_info"), [
+    [{ version: "0.4.0", deno: Deno.version.deno, target: Deno.build.target }, 1],
+  ]);
+  assert.deepEqual(values("usepod_agent_last_auth_time_seconds"), [[{}, 1767323045.5]]);
+  assert.deepEqual(values("usepod_agent_last_job_time_seconds"), [[{}, 1767323046]]);
+  assert.deepEqual(values("usepod_agent_connection_state_change_time_seconds"), [[
+    {},
+    1767323045,
+  ]]);
+  assert.deepEqual(values("usepod_agent_connection_failures"), [[{}, 3]]);
+  assert.deepEqual(values("usepod_agent_backend_slots_in_use").map(([l, v]) => [l.backend, v]), [
+    ["0", 2],
+    ["1", 0],
+  ]);
+  assert.deepEqual(values("usepod_agent_backend_slots").map(([l, v]) => [l.kind, v]), [[
+    "vllm",
+    4,
+  ]]);
+  assert.deepEqual(values("usepod_agent_backend_queue_waiting").map(([l, v]) => [l.kind, v]), [
+    ["ollama", 3],
+  ]);
+  assert.deepEqual(values("usepod_agent_write_failures_total"), [
+    [{ file: "receipts" }, 2],
+    [{ file: "earnings" }, 1],
+    [{ file: "history" }, 0],
+  ]);
+  assert.deepEqual(values("usepod_agent_receipts_lost_total"), [[{}, 7]]);
+});
+
+Deno.test("an agent that never authenticated and ran no job has no auth or job time", () => {
+  const stats = new Stats();
+  const text = renderMetrics(doc(stats), stats.histograms);
+  assert.ok(text.includes("# TYPE usepod_agent_last_auth_time_seconds gauge"));
+  assert.ok(!/^usepod_agent_last_auth_time_seconds /m.test(text));
+  assert.ok(!/^usepod_agent_last_job_time_seconds /m.test(text));
+  assert.ok(!text.includes("usepod_agent_earned_usdc_total"), "no money without its facts");
+});
+
+Deno.test({
+  name:
+    "promtool check metrics is silent on a real agent's /metrics after money was earned and missed",
+  ...needs("promtool", "metrics_test"),
+  fn: async () => {
+    await withSession({ backends: [{ kind: "vllm" }] }, async (stack, s) => {
+      const server = startStatusServer(agentSource(stack.agent), {
+        prometheusAddr: "127.0.0.1:0",
+      });
+      try {
+        const done = await s.collect(s.sendJob({ model_id: MODEL }));
+        assert.equal(done.terminal.type, "job_done");
+        const refused = await s.collect(s.sendJob({ model_id: "not/served" }));
+        assert.equal(refused.terminal.error_code, "model_not_loaded");
+        const text = await (await fetch(`http://${server.addr}/metrics`)).text();
+        const { code, out } = await promtool(["check", "metrics"], text);
+        assert.equal(out, "", `promtool check metrics said:\n${out}`);
+        assert.equal(code, 0);
+        const value = (series: string) =>
+          Number(text.split("\n").find((l) => l.startsWith(`${series} `))?.split(" ")[1]);
+        // 11 + 5 tokens at 0.5 / 0.75 USDC per million.
+        assert.equal(value(`usepod_agent_earned_usdc_total{model="${MODEL}"}`), 0.00000925);
+        // The refused job is assumed the size of the one done, and its model has no own label.
+        const missed =
+          'usepod_agent_missed_usdc_total{model="(unadvertised)",reason="model_not_loaded"}';
+        assert.equal(value(missed), 0.00000925);
+        assert.match(text, /^usepod_agent_backend_slots_in_use\{backend="0",kind="vllm",.*\} 0$/m);
+        assert.match(text, /^usepod_agent_write_failures_total\{file="receipts"\} 0$/m);
+      } finally {
+        await server.shutdown();
+      }
+    });
+  },
 });

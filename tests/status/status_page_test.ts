@@ -93,3 +93,101 @@ Deno.test("the status page shows a job in flight, refreshes itself, and logs no 
     await Deno.remove(profile, { recursive: true });
   }
 });
+
+/** Where browser tests keep their screenshots (gitignored), made on demand. */
+const ARTIFACTS = new URL("../../test-artifacts/", import.meta.url).pathname;
+
+/** Counts of a chart's data points in HTML, and how many are above 0. */
+function points(html: string, id: string, tag: string): { all: number; positive: number } {
+  const svg = new RegExp(`<svg id="${id}"[^]*?</svg>`).exec(html)?.[0] ?? "";
+  const values = [...svg.matchAll(new RegExp(`<${tag} [^>]*data-v="([^"]+)"`, "g"))].map((m) =>
+    Number(m[1])
+  );
+  return { all: values.length, positive: values.filter((v) => v > 0).length };
+}
+
+Deno.test("the charts of earnings per hour and tokens per second are drawn by the server and render in Chromium", async () => {
+  assert.ok(
+    await hasChromium(),
+    `${CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)`,
+  );
+  const stack = await startStack({
+    backends: [{ kind: "vllm", defaultScript: { deltas: 40, delayMs: 5 } }],
+  });
+  const server = startStatusServer(agentSource(stack.agent), { prometheusAddr: "127.0.0.1:0" });
+  const profile = await Deno.makeTempDir({ prefix: "usepod-chromium-" });
+  let context: Awaited<ReturnType<typeof chromium.launchPersistentContext>> | undefined;
+  const problems: string[] = [];
+  try {
+    const s = await stack.coord.authenticated(0);
+    await s.waitFor((f) => f.type === "capabilities");
+    for (let i = 0; i < 3; i++) {
+      const r = await s.collect(s.sendJob({ model_id: MODEL }));
+      assert.equal(r.terminal.type, "job_done");
+    }
+
+    // Without JavaScript: the HTML itself carries both charts with their data points.
+    const html = await (await fetch(`http://${server.addr}/`)).text();
+    assert.deepEqual(points(html, "chart-earnings", "rect"), { all: 24, positive: 1 });
+    const tokens = points(html, "chart-tokens", "circle");
+    assert.equal(tokens.all, 60);
+    assert.ok(tokens.positive >= 1, `${tokens.positive} minutes with tokens`);
+    // The fragment the page refreshes them from.
+    const fragment = await (await fetch(`http://${server.addr}/charts`)).text();
+    assert.match(fragment, /^<div id="charts" class="charts">/);
+    assert.equal(points(fragment, "chart-earnings", "rect").positive, 1);
+
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      args: ARGS,
+      viewport: { width: 1280, height: 900 },
+    });
+    const page = context.pages()[0] ?? await context.newPage();
+    page.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning") problems.push(`${m.type()}: ${m.text()}`);
+    });
+    page.on("pageerror", (err) => problems.push(`pageerror: ${err.message}`));
+    page.on("requestfailed", (r) => problems.push(`requestfailed: ${r.url()}`));
+    const res = await page.goto(`http://${server.addr}/`);
+    assert.equal(res?.status(), 200);
+    await page.locator("#state .badge").waitFor({ timeout: 10_000 });
+
+    const bars = page.locator("#chart-earnings rect.bar");
+    assert.equal(await bars.count(), 24);
+    // Run in the page (DOM types, which Deno's do not include, described inline).
+    type Svg = { getBBox(): { height: number } };
+    type Win = { getComputedStyle(e: unknown): { fill: string } };
+    const heights = await bars.evaluateAll((els) =>
+      els.map((e) => (e as unknown as Svg).getBBox().height)
+    );
+    assert.equal(heights.filter((h) => h > 0).length, 1, `bar heights ${heights}`);
+    assert.equal(await page.locator("#chart-tokens circle.dot").count(), 60);
+    const line = await page.locator("#chart-tokens polyline.line").getAttribute("points");
+    assert.equal(line?.trim().split(" ").length, 60);
+    for (const id of ["#chart-earnings", "#chart-tokens"]) {
+      const box = await page.locator(id).boundingBox();
+      assert.ok(
+        box && box.width > 200 && box.height > 100,
+        `${id} is drawn: ${JSON.stringify(box)}`,
+      );
+    }
+    // The bar is painted in the page's colour (the inline style passed the CSP).
+    const fill = await bars.first().evaluate((e) =>
+      (globalThis as unknown as Win).getComputedStyle(e).fill
+    );
+    assert.equal(fill, "rgb(26, 127, 55)");
+
+    await Deno.mkdir(ARTIFACTS, { recursive: true });
+    const shot = `${ARTIFACTS}status-page-charts.png`;
+    await page.locator("#charts").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok((await Deno.stat(shot)).size > 10_000);
+    console.log(`status page screenshot: ${shot}`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await context?.close();
+    await server.shutdown();
+    await stack.stop();
+    await Deno.remove(profile, { recursive: true });
+  }
+});
