@@ -83,6 +83,7 @@ export class History {
     job: Pick<FinishedJob, "finishedAt" | "durationMs" | "firstChunkMs" | "outputTokens">,
     earnedMicroUsdc: number,
   ): void {
+    if (!(earnedMicroUsdc > 0) && !(job.outputTokens > 0)) return; // refusals change nothing
     if (earnedMicroUsdc > 0) {
       add(this.#hours, Math.floor(job.finishedAt / HOUR_MS), earnedMicroUsdc);
     }
@@ -102,7 +103,8 @@ export class History {
         }
       }
     }
-    this.#prune(this.#now());
+    // A new bucket past the window's size means an old one is due to go.
+    if (this.#hours.size > HOURS || this.#minutes.size > MINUTES) this.#prune(this.#now());
     this.#dirty = true;
   }
 

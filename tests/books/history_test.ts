@@ -78,6 +78,25 @@ Deno.test("the history survives a restart through history.json, which stays smal
   }
 });
 
+Deno.test("a job that earned nothing and streamed nothing leaves the file alone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "usepod-history-" });
+  try {
+    const path = `${dir}/history.json`;
+    const h = new History({ path, now: () => NOW });
+    h.record(job(NOW, 0), 0);
+    await h.flush();
+    await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+    h.record(job(NOW, 1), 0);
+    await h.flush();
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(path)).minutes, [[
+      Math.floor(NOW / MINUTE),
+      1,
+    ]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a corrupt history file is set aside with a warning and the history starts empty", async () => {
   const dir = await Deno.makeTempDir({ prefix: "usepod-history-" });
   try {
