@@ -2,6 +2,7 @@
 // agent waits for a healthy engine, reaches it by its service name and port, and its environment
 // alone (no agent.toml) makes a valid agent config; the stop grace outlasts the image's drain.
 // The `config -q` part is skipped with one line without docker-compose (failing when CI is set).
+// deno-lint-ignore-file camelcase
 
 import assert from "node:assert/strict";
 import { parse } from "yaml";
