@@ -177,6 +177,31 @@ Deno.test("the charts of earnings per hour and tokens per second are drawn by th
     );
     assert.equal(fill, "rgb(26, 127, 55)");
 
+    // One more job; the page's refresh (every 15 s, called here at once) redraws the charts.
+    type Doc = {
+      querySelectorAll(s: string): ArrayLike<{ getAttribute(a: string): string | null }>;
+    };
+    const total = () =>
+      page.evaluate(() => {
+        const bars = (globalThis as unknown as { document: Doc }).document
+          .querySelectorAll("#chart-earnings rect.bar");
+        return Array.from(bars).reduce((n, b) => n + Number(b.getAttribute("data-v")), 0);
+      });
+    const before = await total();
+    assert.equal((await s.collect(s.sendJob({ model_id: MODEL }))).terminal.type, "job_done");
+    await page.evaluate(() => (globalThis as unknown as { refreshCharts(): void }).refreshCharts());
+    await page.waitForFunction(
+      (v) => {
+        const bars = (globalThis as unknown as { document: Doc }).document
+          .querySelectorAll("#chart-earnings rect.bar");
+        return Array.from(bars).reduce((n, b) => n + Number(b.getAttribute("data-v")), 0) > v;
+      },
+      before,
+      { timeout: 10_000 },
+    );
+    assert.ok(await total() > before);
+    assert.equal(await page.locator("#chart-earnings rect.bar").count(), 24);
+
     await Deno.mkdir(ARTIFACTS, { recursive: true });
     const shot = `${ARTIFACTS}status-page-charts.png`;
     await page.locator("#charts").scrollIntoViewIfNeeded();
