@@ -157,7 +157,7 @@ export async function openCompletion(
 }
 
 /** An `application/json` (or `+json`) answer: the backend ignored `"stream": true`. */
-function isJson(headers: Headers): boolean {
+function isJson(headers: Pick<Headers, "get">): boolean {
   const type = headers.get("content-type")?.split(";")[0]?.trim().toLowerCase() ?? "";
   return type === "application/json" || type.endsWith("+json");
 }

@@ -6,7 +6,7 @@
 
 import { BackendError } from "../errors.ts";
 import { ChunkedDecoder } from "./chunked.ts";
-import { describe, encodeHead, type Framing, parseHead } from "./http1_head.ts";
+import { describe, encodeHead, type Framing, HeaderList, parseHead } from "./http1_head.ts";
 import { type ConnectionPool, type PooledConn, READ_BUFFER_SIZE } from "./pool.ts";
 
 /** One request to a plain-http backend. */
@@ -30,7 +30,8 @@ export interface StreamRequest {
 export interface StreamResponse {
   status: number;
   statusText: string;
-  headers: Headers;
+  /** The final response's header fields (`get` reads them like `Headers.get`). */
+  headers: HeaderList;
   /**
    * Next piece of the DECODED body (chunked framing removed): everything available from one
    * socket read, coalesced; null at the clean end of the body, and after `close()`. Throws
@@ -125,7 +126,7 @@ async function connect(
 class Http1Response implements StreamResponse {
   status = 0;
   statusText = "";
-  headers = new Headers();
+  headers = new HeaderList();
   /** True when it failed before a single response byte on a reused connection. */
   retryable = false;
   #conn: Deno.TcpConn;

@@ -66,12 +66,62 @@ export function describe(err: unknown): string {
   return message;
 }
 
+const ascii = new TextDecoder();
+
+/** Bytes as latin-1 text; all-ASCII heads (nearly all) take the native decoder. */
 function latin1(bytes: Uint8Array): string {
+  let high = false;
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i]! > 0x7f) {
+      high = true;
+      break;
+    }
+  }
+  if (!high) return ascii.decode(bytes);
   let s = "";
   for (let i = 0; i < bytes.length; i += 8192) {
     s += String.fromCharCode(...bytes.subarray(i, i + 8192));
   }
   return s;
+}
+
+/**
+ * A response's header fields, read the way `Headers.get` reads them (case-insensitive names,
+ * repeated fields joined with ", ") without building a `Headers` for every response.
+ */
+export class HeaderList {
+  readonly #names: string[] = [];
+  readonly #values: string[] = [];
+
+  /** Adds a field; throws TypeError for a name that is not a token or a value with NUL/CR/LF. */
+  append(name: string, value: string): void {
+    if (!TOKEN.test(name)) throw new TypeError(`invalid header name ${JSON.stringify(name)}`);
+    const v = value.replace(/^[ \t]+|[ \t]+$/g, "");
+    if (/[\0\r\n]/.test(v)) throw new TypeError(`invalid value for header ${name}`);
+    this.#names.push(name.toLowerCase());
+    this.#values.push(v);
+  }
+
+  /** The field's value (repeated fields joined with ", "), or null. */
+  get(name: string): string | null {
+    const key = name.toLowerCase();
+    let out: string | null = null;
+    for (let i = 0; i < this.#names.length; i++) {
+      if (this.#names[i] === key) {
+        out = out === null ? this.#values[i]! : `${out}, ${this.#values[i]}`;
+      }
+    }
+    return out;
+  }
+
+  has(name: string): boolean {
+    return this.#names.includes(name.toLowerCase());
+  }
+
+  /** [name, value] pairs, names in lower case, in arrival order. */
+  *[Symbol.iterator](): IterableIterator<[string, string]> {
+    for (let i = 0; i < this.#names.length; i++) yield [this.#names[i]!, this.#values[i]!];
+  }
 }
 
 /** How the body of a response is delimited. */
@@ -81,7 +131,7 @@ export type Framing = "chunked" | "length" | "close";
 export interface Head {
   status: number;
   statusText: string;
-  headers: Headers;
+  headers: HeaderList;
   framing: Framing;
   /** Body bytes (length framing). */
   length: number;
@@ -107,7 +157,7 @@ export function parseHead(bytes: Uint8Array, where: string): Head {
   if (status === null || Number(status[2]) < 100) {
     throw new BackendError("internal", `${where}: malformed status line`);
   }
-  const headers = new Headers();
+  const headers = new HeaderList();
   for (let i = 1; i < lines.length; i++) {
     const raw = lines[i]!;
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;

@@ -9,6 +9,7 @@ import { BackendError, type ErrorCode } from "../errors.ts";
 import { log } from "../log.ts";
 import * as wire from "../link/protocol.ts";
 import { clip, MAX_ERROR_TEXT, MAX_SHOWN_MODEL } from "../text.ts";
+import { Deadlines } from "./deadlines.ts";
 import { preloadNativeHash } from "./digest.ts";
 import { JsonAnswerMeter } from "./json_usage.ts";
 import {
@@ -41,6 +42,8 @@ export class Executor {
   #idle: (() => void)[] = [];
   #high: number;
   #low: number;
+  /** Every job's deadline on one timer instead of one timer per job (deadlines.ts). */
+  #deadlines = new Deadlines();
 
   constructor(opts: ExecutorOptions) {
     this.#opts = opts;
@@ -217,7 +220,10 @@ export class Executor {
   async #run(job: RunningJob, frame: wire.Job, route: Route): Promise<void> {
     const { controller, link } = job;
     const signal = controller.signal;
-    const timer = setTimeout(() => controller.abort(new Stop("deadline")), frame.deadlineMs);
+    const clearDeadline = this.#deadlines.add(
+      frame.deadlineMs,
+      () => controller.abort(new Stop("deadline")),
+    );
     const stopped = new Promise<never>((_, reject) => {
       signal.addEventListener("abort", () => reject(signal.reason), { once: true });
     });
@@ -279,7 +285,7 @@ export class Executor {
         log.error("job failed unexpectedly", { job: job.jobId, error: err });
       }
     } finally {
-      clearTimeout(timer);
+      clearDeadline();
       body?.close();
       // A cancel (or a lost link) that landed while the last read resolved still means no
       // terminal frame: cancel() already answered true for this job.
