@@ -109,6 +109,7 @@ Deno.test("the container image serves a job as non-root on a read-only root fs, 
       USEPOD_DEFAULT_OUTPUT_PER_1M: "750000",
       USEPOD_STATUS_ADDR: `127.0.0.1:${statusPort}`,
       USEPOD_IDENTITY_KEY_PATH: `${SECRET}/identity.key`,
+      USEPOD_LOG_FORMAT: "json",
     };
     await podman.ok([
       "run",
