@@ -3,7 +3,8 @@
 // completion), clock skew, the coordinator (TLS, auth_challenge), the status port and the service.
 
 import { openCompletion } from "../backends/client.ts";
-import { type Config, ConfigError, loadConfig } from "../config/config.ts";
+import { type Config, ConfigError } from "../config/config.ts";
+import { loadMergedConfig } from "../config/env.ts";
 import { splitHostPort } from "../config/fields.ts";
 import { Discovery } from "../backends/discovery.ts";
 import { loadIdentity } from "../identity/identity.ts";
@@ -48,7 +49,11 @@ export async function* doctor(opts: DoctorOptions): AsyncGenerator<Check> {
   const timeoutMs = opts.timeoutMs ?? 5000;
   let config: Config;
   try {
-    config = await loadConfig(opts.configPath, { allowInsecure: opts.allowInsecure });
+    const merged = await loadMergedConfig({
+      path: opts.configPath,
+      allowInsecure: opts.allowInsecure,
+    });
+    config = merged.config;
     yield { verdict: "ok", what: "config", detail: `${config.path} is valid` };
   } catch (err) {
     const msg = err instanceof ConfigError ? err.message : String(err);
