@@ -3,7 +3,8 @@
 // a read-only root file system, no capabilities and the identity on a read-only mount, against the
 // test coordinator and a fake vLLM. It serves a job, passes its health check, keeps provider_id in
 // the state volume, and `podman stop` drains a job in flight and exits 0.
-// Skipped with one line without podman; failing instead when CI is set.
+// Skipped with one line without podman; failing instead when CI is set. The release path's bundle
+// stage (no registry to pull its base from) is checked by bundling from exactly what it copies.
 
 import assert from "node:assert/strict";
 import { loadIdentity, loadOrCreateIdentity } from "../../src/identity/identity.ts";
@@ -46,8 +47,8 @@ async function buildImage(podman: Podman, dir: string): Promise<number> {
     `DENO_IMAGE=${bases.deno}`,
     "--build-arg",
     `RUNTIME_IMAGE=${bases.runtime}`,
-    "--build-arg",
-    "BUNDLE_STAGE=bundle-from-context",
+    "--target",
+    "runtime-prebuilt",
     "--tag",
     IMAGE,
     ctx,
@@ -218,5 +219,35 @@ Deno.test("the container image serves a job as non-root on a read-only root fs, 
     await backend.close();
     await Deno.remove(dir, { recursive: true });
     await podman.close();
+  }
+});
+
+Deno.test("the release stage copies everything `deno task bundle` needs, and .containerignore keeps it", async () => {
+  const containerfile = await Deno.readTextFile(CONTAINERFILE);
+  const stage = /^FROM deno AS bundle\n([\s\S]*?)\n\n/m.exec(containerfile)?.[1];
+  assert.ok(stage, "the Containerfile has a bundle stage");
+  const copies = [...stage.matchAll(/^COPY (.+) \S+$/gm)].flatMap((m) => m[1]!.split(" "));
+  assert.deepEqual(copies, ["deno.json", "deno.lock", "main.ts", "src/", "scripts/build.ts"]);
+  const ignore = (await Deno.readTextFile(`${ROOT}.containerignore`)).split("\n");
+  for (const c of copies) assert.ok(ignore.includes(`!${c}`), `.containerignore keeps ${c}`);
+  assert.equal(await Deno.readTextFile(`${ROOT}.dockerignore`), ignore.join("\n"));
+  const dir = await Deno.makeTempDir({ prefix: "usepod-release-ctx-" });
+  try {
+    for (const c of copies) {
+      const to = `${dir}/${c.replace(/\/$/, "")}`;
+      await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
+      const cp = await new Deno.Command("cp", { args: ["-r", `${ROOT}${c}`, to] }).output();
+      assert.ok(cp.success, `cp ${c}`);
+    }
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/build.ts", "bundle", "--out-dir", `${dir}/out`],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    assert.ok((await Deno.stat(`${dir}/out/usepod-agent.js`)).size > 100_000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
