@@ -56,9 +56,13 @@ async function buildImage(podman: Podman, dir: string): Promise<number> {
   return performance.now() - t0;
 }
 
-/** Makes `path` owned by the container's user when we can (rootful podman maps 65532 as is). */
-async function giveTo65532(path: string): Promise<void> {
+/**
+ * Lets the container's user 65532 use `path`: owned by it under rootful podman (which maps 65532
+ * as is), else open to all (rootless podman maps it to a subordinate id).
+ */
+async function giveTo65532(path: string, mode: number): Promise<void> {
   if (Deno.uid() === 0) await Deno.chown(path, 65532, 65532);
+  else await Deno.chmod(path, mode);
 }
 
 Deno.test("the container image serves a job as non-root on a read-only root fs, is healthy and drains on podman stop", async () => {
@@ -97,10 +101,10 @@ Deno.test("the container image serves a job as non-root on a read-only root fs, 
     const keyPath = `${dir}/secret/identity.key`;
     const { identity } = await loadOrCreateIdentity(keyPath);
     const keyText = await Deno.readTextFile(keyPath);
-    await giveTo65532(keyPath);
-    await Deno.chmod(keyPath, Deno.uid() === 0 ? 0o400 : 0o444);
+    await giveTo65532(keyPath, 0o444);
+    if (Deno.uid() === 0) await Deno.chmod(keyPath, 0o400);
     await Deno.mkdir(`${dir}/state`);
-    await giveTo65532(`${dir}/state`);
+    await giveTo65532(`${dir}/state`, 0o777);
     const statusPort = freePort();
     const env = {
       USEPOD_COORDINATOR_URL: coord.url,
