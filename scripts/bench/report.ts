@@ -35,6 +35,17 @@ export const FIGURES = {
     nginx: true,
   },
   jobAgentMs: { label: "one-delta jobs: agent, wall time of the round", unit: "ms", digits: 1 },
+  jobDenoRelayCpuUs: {
+    label: "one-delta jobs: minimal Deno relay (Deno.serve + pooled raw client) CPU per request",
+    unit: "µs",
+    digits: 1,
+  },
+  jobDenoRelayRatioVsNginx: {
+    label: "one-delta jobs: minimal Deno relay CPU ÷ nginx CPU (Deno's floor)",
+    unit: "×",
+    digits: 2,
+    nginx: true,
+  },
   burstAgentCpuUsPerDelta: { label: "burst: agent CPU per delta", unit: "µs", digits: 2 },
   burstNginxCpuUsPerDelta: {
     label: "burst: nginx CPU per delta",

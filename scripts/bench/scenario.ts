@@ -5,7 +5,8 @@
 
 import { median } from "./common.ts";
 import { findNginx, Nginx } from "./nginx.ts";
-import { type Child, PeakRss } from "./procs.ts";
+import { AGENT_V8_FLAGS } from "../build.ts";
+import { Child, PeakRss } from "./procs.ts";
 import { summarise } from "./profile.ts";
 import { StallProxy } from "./proxy.ts";
 import { FIGURES, type Figures } from "./report.ts";
@@ -16,6 +17,7 @@ import {
   Fleet,
   type Helpers,
   MODELS,
+  READY_MS,
   type RoundOut,
   type Sizes,
   startHelpers,
@@ -23,6 +25,7 @@ import {
 } from "./stack.ts";
 
 const encoder = new TextEncoder();
+const DENO_RELAY = new URL("./deno_relay.ts", import.meta.url).pathname;
 
 export const FULL: Sizes = {
   burstJobs: 64,
@@ -97,6 +100,7 @@ async function oneDeltaJobs(
   fails: Failures,
 ): Promise<void> {
   say(`one-delta jobs: ${s.oneDeltaJobs}, ${s.oneDeltaConcurrency} at a time`);
+  await denoRelayJobs(s, h, f, fails);
   const J = { concurrency: s.oneDeltaConcurrency };
   const warm = Math.min(s.oneDeltaJobs, 64);
   fails.add("one-delta warm-up agent", await agentRound(h, agent, n, "bench-job", warm, 1, J));
@@ -111,6 +115,27 @@ async function oneDeltaJobs(
   fails.add("one-delta nginx", x);
   f.jobNginxCpuUs = x.agentCpuUs / s.oneDeltaJobs;
   f.jobCpuRatioVsNginx = f.jobAgentCpuUs / f.jobNginxCpuUs;
+  f.jobDenoRelayRatioVsNginx = f.jobDenoRelayCpuUs / f.jobNginxCpuUs;
+}
+
+/** The smallest relay Deno can be (deno_relay.ts), driven like nginx: the floor for a Deno agent. */
+async function denoRelayJobs(s: Sizes, h: Helpers, f: Figures, fails: Failures): Promise<void> {
+  const relay = new Child("minimal Deno relay", {
+    args: [DENO_RELAY, h.backends["bench-job"].url],
+    probe: true,
+    denoFlags: AGENT_V8_FLAGS,
+  });
+  try {
+    const { url } = JSON.parse(await relay.nextLine(READY_MS)) as { url: string };
+    const R = { concurrency: s.oneDeltaConcurrency, url, relayCpuUs: () => relay.cpuUs() };
+    const warm = Math.min(s.oneDeltaJobs, 64);
+    fails.add("one-delta warm-up Deno relay", await directRound(h, "bench-job", warm, 1, R));
+    const x = await directRound(h, "bench-job", s.oneDeltaJobs, 1, R);
+    fails.add("one-delta Deno relay", x);
+    f.jobDenoRelayCpuUs = x.agentCpuUs / s.oneDeltaJobs;
+  } finally {
+    await relay.stop("quit", 5000);
+  }
 }
 
 /** --per-job: the one-delta-job figures alone (fresh helpers, one agent, nginx). */

@@ -220,8 +220,8 @@ export interface DirectOptions {
   url?: string;
   /** At most this many streams at a time (default: all at once). */
   concurrency?: number;
-  /** CPU µs of the relay in between (nginx's worker), read around the round. */
-  relayCpuUs?: () => number;
+  /** CPU µs of the relay in between (nginx's worker, the minimal Deno relay), read around it. */
+  relayCpuUs?: () => number | Promise<number>;
 }
 
 /** One round of `streams` direct reads of the same backend (or through nginx). */
@@ -235,7 +235,7 @@ export async function directRound(
   const backend = h.backends[model].child;
   const timeoutMs = timeoutFor(deltas, opts.delayMs ?? 0);
   const b0 = await backend.cpuUs();
-  const r0 = opts.relayCpuUs?.() ?? 0;
+  const r0 = await opts.relayCpuUs?.() ?? 0;
   const r = await h.direct.request({
     cmd: "round",
     url: opts.url ?? h.backends[model].url,
@@ -248,7 +248,7 @@ export async function directRound(
     ...(opts.expectBytes !== undefined ? { expectBytes: opts.expectBytes } : {}),
     timeoutMs,
   }, timeoutMs + 60_000);
-  const r1 = opts.relayCpuUs?.() ?? 0;
+  const r1 = await opts.relayCpuUs?.() ?? 0;
   const b1 = await backend.cpuUs();
   return roundOut(r, r1 - r0, b1 - b0);
 }
