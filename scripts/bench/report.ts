@@ -108,6 +108,12 @@ export const FIGURES = {
     max: 1.5,
     nginx: true,
   },
+  pacedFloorRatioVsNginx: {
+    label: "paced: raw HTTP/1.1 reader alone ÷ nginx CPU (Deno's floor)",
+    unit: "×",
+    digits: 2,
+    nginx: true,
+  },
   pacedDirectCpuUsPerDelta: {
     label: "paced: direct fetch client CPU per delta",
     unit: "µs",

@@ -265,6 +265,7 @@ export async function runOnce(
       fails.add("paced nginx", px);
       f.pacedNginxCpuUsPerDelta = px.agentCpuUs / (P.jobs * P.deltas);
       f.pacedCpuRatioVsNginx = pa.agentCpuUs / px.agentCpuUs;
+      f.pacedFloorRatioVsNginx = pf.cpuUs / px.agentCpuUs;
     }
     f.pacedAgentCpuUsPerDelta = pa.agentCpuUs / (P.jobs * P.deltas);
     f.pacedDirectCpuUsPerDelta = pd.cpuUs / (P.jobs * P.deltas);
