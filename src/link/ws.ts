@@ -25,6 +25,8 @@ export interface WsClose {
   error?: Error;
 }
 
+/** Pongs queued but not yet written beyond which a ping gets no pong (a ping flood's bound). */
+export const MAX_UNSENT_PONGS = 256;
 const READ_SIZE = 64 * 1024;
 const CLOSE_WAIT_MS = 1000;
 const encoder = new TextEncoder();
@@ -74,6 +76,8 @@ export class WsClient {
   #discardTotal = 0;
   #skipRemaining = 0;
   #emitAfterSkip = false;
+  /** Where each pong not yet sent ends (in queuedTotal), oldest first. */
+  #pongEnds: number[] = [];
 
   #out: FrameWriter;
   #reader: Promise<void>;
@@ -357,7 +361,14 @@ export class WsClient {
 
   #control(op: number, payload: Uint8Array): void {
     if (op === OP_PING) {
-      if (!this.#closeSent) this.#out.bytes(OP_PONG, payload);
+      // A peer that pings without reading cannot grow the queue: with MAX_UNSENT_PONGS pongs
+      // still unsent, later pings get none (RFC 6455 §5.5.3 lets an endpoint skip pongs).
+      const ends = this.#pongEnds;
+      while (ends.length > 0 && ends[0]! <= this.#out.flushedTotal) ends.shift();
+      if (!this.#closeSent && ends.length < MAX_UNSENT_PONGS) {
+        this.#out.bytes(OP_PONG, payload);
+        ends.push(this.#out.queuedTotal);
+      }
     } else if (op === OP_CLOSE) {
       const code = payload.length >= 2 ? (payload[0]! << 8) | payload[1]! : 1005;
       const reason = payload.length > 2 ? new TextDecoder().decode(payload.subarray(2)) : "";
