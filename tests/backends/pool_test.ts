@@ -445,3 +445,39 @@ Deno.test("jobs through the real agent reuse one backend connection across seque
     }
   });
 });
+
+Deno.test("through the real agent: a reused connection dropped right after the request went out is retried once; the job is relayed once", async () => {
+  let proxy: TcpProxy | undefined;
+  await withSession({
+    backends: [{ kind: "vllm", models: ["m"] }],
+    backendsToml: (fakes) => {
+      proxy = TcpProxy.start({ target: { hostname: "127.0.0.1", port: fakes[0]!.port } });
+      return `[[backends]]\nkind = "vllm"\nurl = "http://127.0.0.1:${proxy.port}"\n`;
+    },
+  }, async (stack, s) => {
+    try {
+      // The second completion request on any backend connection: forwarded, then both sockets
+      // dropped before a byte of the answer (the backend got it: the worst case of the rule).
+      const posts = new Map<unknown, number>();
+      proxy!.onForward = (dir, bytes, link) => {
+        if (dir !== "up" || !decoder.decode(bytes).includes("POST /v1/chat/completions")) return;
+        const n = (posts.get(link) ?? 0) + 1;
+        posts.set(link, n);
+        if (n === 2) link.kill();
+      };
+      const a = await s.collect(s.sendJob({ model_id: "m" }));
+      assert.equal(a.terminal.type, "job_done", JSON.stringify(a.terminal));
+      const b = await s.collect(s.sendJob({ model_id: "m" }));
+      assert.equal(b.terminal.type, "job_done", JSON.stringify(b.terminal));
+      const deltas = (bytes: Uint8Array) =>
+        [...decoder.decode(bytes).matchAll(/"content":"(tok\d+ )"/g)].map((m) => m[1]).join("");
+      assert.equal(deltas(b.bytes), "tok0 tok1 tok2 tok3 tok4 ", "every delta, once");
+      assert.equal(decoder.decode(b.bytes).split("[DONE]").length, 2, "one [DONE]");
+      assert.equal(b.extra().length, 0);
+      assert.equal(stack.agent.backendPool.stats.retried, 1);
+      assert.equal(posts.size, 2, "job b went out on the reused connection, then on a fresh one");
+    } finally {
+      await proxy!.close();
+    }
+  });
+});
