@@ -9,6 +9,12 @@ import { log } from "../log.ts";
 import { type SessionStatus, sleep } from "../link/session.ts";
 import { AGENT_VERSION } from "../version.ts";
 
+/**
+ * Jobs the error-rate window keeps (the newest); above that rate the window is shorter than
+ * `errorWindowMs`, and the rate is still right. Bounds memory whatever the job rate.
+ */
+const MAX_RATE_JOBS = 10_000;
+
 /** A problem starting (`…_lost`, `…_down`, `…_high`) or ending. */
 export type AlertEvent =
   | "coordinator_lost"
@@ -78,7 +84,7 @@ export class Alerts {
     const o = job.outcome;
     if (o === "cancelled" || o === "disconnected" || o === "out_of_capacity") return;
     this.#jobs.push({ at: job.finishedAt, failed: o !== "job_done", code: o });
-    if (this.#jobs.length > 10_000) this.#jobs.shift();
+    if (this.#jobs.length > MAX_RATE_JOBS) this.#jobs.shift();
   }
 
   /** Checks every condition at `now` and raises or ends episodes (run calls it every tick). */
