@@ -412,7 +412,7 @@ class Http1Response implements StreamResponse {
     if (
       state === "done" && pc !== undefined && this.#keepAlive && this.#pending === undefined
     ) {
-      this.#pool!.release(pc, this.#maxRequests, this.#timeoutMs);
+      this.#pool!.release(pc, this.#maxRequests, this.#timeoutMs, this.#buf);
       return;
     }
     try {

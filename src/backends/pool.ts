@@ -31,6 +31,7 @@ export class PooledConn {
   idleMs = IDLE_TIMEOUT_MS;
   #pool: ConnectionPool;
   #idle = false;
+  #spare: Uint8Array | undefined;
 
   constructor(readonly conn: Deno.TcpConn, readonly key: string, pool: ConnectionPool) {
     this.#pool = pool;
@@ -41,11 +42,18 @@ export class PooledConn {
     return this.#idle;
   }
 
-  /** Starts waiting in the pool: a read goes pending to notice the server closing it. */
-  park(now: number): void {
+  /**
+   * Starts waiting in the pool: a read goes pending to notice the server closing it. It reads
+   * into the buffer of the response before last on this connection (long consumed), and `used`,
+   * the buffer of the response that just ended (whose last piece may still be in use), becomes
+   * the next one's: two buffers per connection for its lifetime, none allocated per job.
+   */
+  park(now: number, used?: Uint8Array): void {
     this.#idle = true;
     this.idleSince = now;
-    this.buf = new Uint8Array(READ_BUFFER_SIZE);
+    this.buf = this.#spare ?? new Uint8Array(READ_BUFFER_SIZE);
+    // A buffer grown for a long head is not kept.
+    this.#spare = used?.length === READ_BUFFER_SIZE ? used : undefined;
     const pending = this.conn.read(this.buf);
     this.pending = pending;
     // While idle, any outcome (a close, a reset, or bytes nobody asked for) ends it.
@@ -151,10 +159,11 @@ export class ConnectionPool {
 
   /**
    * Puts back a connection whose response was read to its clean end; `maxRequests` and
-   * `timeoutMs` are the server's `Keep-Alive` parameters when it sent them. Closed instead when
+   * `timeoutMs` are the server's `Keep-Alive` parameters when it sent them, `used` the buffer the
+   * response read into (see {@link PooledConn.park}). Closed instead when
    * the pool is closed or full, or the server allows no further request.
    */
-  release(pc: PooledConn, maxRequests?: number, timeoutMs?: number): void {
+  release(pc: PooledConn, maxRequests?: number, timeoutMs?: number, used?: Uint8Array): void {
     if (maxRequests !== undefined) pc.left = maxRequests;
     else pc.left--;
     const idleMs = timeoutMs === undefined
@@ -167,7 +176,7 @@ export class ConnectionPool {
     }
     if (list === undefined) this.#idle.set(pc.key, list = []);
     pc.idleMs = idleMs;
-    pc.park(this.#now());
+    pc.park(this.#now(), used);
     list.push(pc);
     this.#count++;
     this.stats.idle = this.#count;

@@ -437,6 +437,11 @@ Deno.test("jobs through the real agent reuse one backend connection across seque
         const r = await s.collect(s.sendJob({ model_id: "m" }));
         assert.equal(r.terminal.type, "job_done", JSON.stringify(r.terminal));
         assert.equal(r.extra().length, 0);
+        // Pieces are views into the connection's two alternating buffers: none overwritten.
+        const text = decoder.decode(r.bytes);
+        const deltas = [...text.matchAll(/"content":"(tok\d+ )"/g)].map((m) => m[1]).join("");
+        assert.equal(deltas, "tok0 tok1 tok2 tok3 tok4 ", `job ${i}`);
+        assert.ok(text.endsWith("data: [DONE]\n\n"), `job ${i} ends with [DONE]`);
       }
       assert.equal(proxy!.links.length - before, 1, "12 jobs, one new backend connection");
       assert.equal(stack.agent.backendPool.stats.reused, 11);
