@@ -11,6 +11,7 @@ import { Earnings } from "./books/earnings.ts";
 import { History } from "./books/history.ts";
 import { MoneyCounters } from "./books/money_counters.ts";
 import { Executor } from "./jobs/executor.ts";
+import { ConnectionPool } from "./backends/pool.ts";
 import type { FinishedJob } from "./jobs/job.ts";
 import type { Identity } from "./identity/identity.ts";
 import { persistProviderId } from "./identity/state_copy.ts";
@@ -73,6 +74,8 @@ export class Agent {
   /** Earned and missed USDC since start by the stats' model labels, for /metrics. */
   readonly money = new MoneyCounters();
   readonly alerts: Alerts;
+  /** Keep-alive connections to plain-HTTP backends, reused across jobs; closed at shutdown. */
+  readonly backendPool = new ConnectionPool();
   /** vLLM queue lengths (PROTOCOL §5 extension), read about once a second. */
   readonly queues: QueueWatch;
   readonly startedAt = Date.now();
@@ -94,6 +97,7 @@ export class Agent {
     this.executor = new Executor({
       maxConcurrent: () => this.#config.limits.maxConcurrent,
       routes: () => this.discovery.current,
+      pool: this.backendPool,
       onBackendUnreachable: (index, reason) => {
         this.discovery.markDown(index, reason);
         this.#advertiseIfChanged();
@@ -321,6 +325,7 @@ export class Agent {
       await this.executor.idle();
     }
     this.#stopLoops.abort();
+    this.backendPool.close();
     await this.session.stop(1001, "agent shutting down");
     await Promise.all([this.ledger.close(), this.earnings.flush(), this.history.flush()]);
     log.info("stopped", {});
