@@ -17,6 +17,7 @@ import {
   pollPair,
   type PollResult,
 } from "../identity/pairing.ts";
+import { atomicWrite } from "../fsutil.ts";
 import { hostTokenPath } from "../paths.ts";
 import { sleep } from "../link/session.ts";
 import {
@@ -26,7 +27,6 @@ import {
   pairedConfig,
   renderChecked,
   writeConfig,
-  writeFileAtomic,
 } from "./setup_files.ts";
 import { defaultConfigPath } from "../config/paths.ts";
 import { AGENT_VERSION } from "../version.ts";
@@ -203,7 +203,7 @@ async function savePairing(
   );
   const text = renderChecked(config, { allowInsecure: o.allowInsecure });
   const tokenPath = hostTokenPath(identity.path);
-  await writeFileAtomic(tokenPath, `${active.hostToken}\n`);
+  await atomicWrite(tokenPath, `${active.hostToken}\n`);
   await saveProviderId(identity, active.providerId);
   let bak: string | undefined;
   try {

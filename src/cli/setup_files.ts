@@ -5,6 +5,7 @@
 import { type Config, parseConfig } from "../config/config.ts";
 import { renderConfig } from "../config/render.ts";
 import type { ModelConfigEntry, PairBackend } from "../identity/pairing.ts";
+import { atomicWrite } from "../fsutil.ts";
 import { dirOf } from "../paths.ts";
 
 /** Default prices of a paired agent.toml (PROTOCOL §9's example), for models the coordinator did not price. */
@@ -73,35 +74,6 @@ export function renderChecked(config: Config, opts: { allowInsecure: boolean }):
 }
 
 /**
- * Writes `text` to `path` with mode 0600 through a temp file in the same directory, fsynced and
- * renamed over the target, so a reader never sees half a file.
- *
- * @example
- * ```ts
- * await writeFileAtomic("/home/op/.usepod-agent/host_token", token + "\n");
- * ```
- */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp-${crypto.randomUUID()}`;
-  try {
-    const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
-    try {
-      if (Deno.build.os !== "windows") await Deno.chmod(tmp, 0o600);
-      const bytes = new TextEncoder().encode(text);
-      let off = 0;
-      while (off < bytes.length) off += await file.write(bytes.subarray(off));
-      await file.sync().catch(() => {}); // unsupported on some file systems; the rename still is atomic
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-/**
  * Makes sure agent.toml can be written at `path` before pairing starts: creates its directory
  * (0700) and writes and removes a probe file there. Returns why not, or undefined when it can.
  *
@@ -160,6 +132,6 @@ export async function writeConfig(
     await Deno.copyFile(path, bak);
     if (Deno.build.os !== "windows") await Deno.chmod(bak, 0o600);
   }
-  await writeFileAtomic(path, text);
+  await atomicWrite(path, text);
   return bak;
 }
