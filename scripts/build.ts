@@ -25,11 +25,14 @@ export const AGENT_PERMISSIONS = [
 ];
 
 /**
- * V8 flags the agent runs with (compiled in; `deno task start` passes the same). A 2 MiB young
- * generation keeps the relay's short-lived strings from growing the heap: peak RSS in the
- * 64 × 500 burst went from ~101 to ~82 MiB with no measurable CPU cost (deno task bench).
+ * Runtime flags the agent runs with (compiled in; `deno task start` and the container pass the
+ * same). A 2 MiB young generation keeps the relay's short-lived strings from growing the heap:
+ * peak RSS in the 64 × 500 burst went from ~101 to ~82 MiB with no measurable CPU cost (deno task
+ * bench). No V8 code cache: its mapped cache file and deserialised code cost ~1.5 MiB of idle RSS,
+ * start-up to `auth_response` is the same without it, and the relay runs warmed-up code either way
+ * (docs/performance.md, "Idle RSS").
  */
-export const AGENT_V8_FLAGS = ["--v8-flags=--max-semi-space-size=2"];
+export const AGENT_V8_FLAGS = ["--v8-flags=--max-semi-space-size=2", "--no-code-cache"];
 
 type Os = "linux" | "darwin" | "windows";
 type Arch = "x64" | "arm64";
