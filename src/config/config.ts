@@ -3,7 +3,7 @@
 // status_token and the [alerts] table). Lookup paths are in paths.ts, finding the file in find.ts,
 // the environment's values in env.ts, rendering for `setup` in render.ts, field readers in fields.ts.
 
-import { parse, TomlError } from "./toml.js";
+import { parse, TomlError } from "smol-toml";
 import {
   compact,
   ConfigError,
