@@ -2,6 +2,7 @@
 // `vllm:num_requests_waiting > 0` the engine is saturated and new jobs for its models are refused
 // with out_of_capacity. Read in the background about once a second, never once per job.
 
+import { sleep } from "../timers.ts";
 import type { Target } from "./client.ts";
 import { request as http1Request } from "./http1.ts";
 import { log } from "../log.ts";
@@ -143,17 +144,4 @@ async function getText(
   const res = await fetch(url, { headers, signal });
   const text = await res.text();
   return res.status === 200 ? text : undefined;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

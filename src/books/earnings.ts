@@ -6,7 +6,7 @@ import type { ModelPrice } from "../config/config.ts";
 import type { FinishedJob } from "../jobs/job.ts";
 import { atomicWrite } from "../fsutil.ts";
 import { log } from "../log.ts";
-import { sleep } from "../link/session.ts";
+import { sleep } from "../timers.ts";
 import { percentile } from "../jobs/stats.ts";
 
 /**

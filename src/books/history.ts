@@ -4,7 +4,7 @@
 
 import type { FinishedJob } from "../jobs/job.ts";
 import { log } from "../log.ts";
-import { sleep } from "../link/session.ts";
+import { sleep } from "../timers.ts";
 import { atomicWrite } from "../fsutil.ts";
 
 const HOUR_MS = 3_600_000;

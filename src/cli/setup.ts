@@ -19,7 +19,7 @@ import {
 } from "../identity/pairing.ts";
 import { atomicWrite } from "../fsutil.ts";
 import { hostTokenPath } from "../paths.ts";
-import { sleep } from "../link/session.ts";
+import { sleep } from "../timers.ts";
 import {
   baseConfig,
   checkWritable,

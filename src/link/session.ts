@@ -2,6 +2,7 @@
 // read loop, close classification and reconnect with backoff. Owns the socket; hands job
 // frames to the executor and aborts the jobs of a connection when it drops.
 
+import { sleep } from "../timers.ts";
 import { Backoff } from "./backoff.ts";
 import type { Executor } from "../jobs/executor.ts";
 import type { Identity } from "../identity/identity.ts";
@@ -388,18 +389,4 @@ async function nextFrame(ws: WsClient, timeoutMs: number, want: string): Promise
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-/** Sleeps `ms`, or less when `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

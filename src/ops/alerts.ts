@@ -6,7 +6,8 @@ import type { Config } from "../config/config.ts";
 import type { BackendStatus } from "../backends/discovery.ts";
 import type { FinishedJob } from "../jobs/job.ts";
 import { log } from "../log.ts";
-import { type SessionStatus, sleep } from "../link/session.ts";
+import type { SessionStatus } from "../link/session.ts";
+import { sleep } from "../timers.ts";
 import { AGENT_VERSION } from "../version.ts";
 
 /**

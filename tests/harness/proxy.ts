@@ -2,6 +2,7 @@
 // freeze a link (stop reading and forwarding, keep both sockets open: a half-open or stalled
 // peer), kill it (drop both sockets, no Close frame), throttle it, resume it; optionally TLS.
 
+import { sleep } from "../../src/timers.ts";
 /** "up": client (agent) → target (coordinator); "down": target → client. */
 export type Direction = "up" | "down";
 
@@ -161,17 +162,7 @@ export class ProxyLink {
   }
 
   #sleep(ms: number): Promise<void> {
-    const signal = this.#ended.signal;
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done, { once: true });
-    });
+    return sleep(ms, this.#ended.signal);
   }
 }
 
